@@ -1,0 +1,130 @@
+"""`zesty` command line. Flags are generated from `zesty.settings`, so `--help`, the
+environment (`ZESTY_<NAME>`) and the code never disagree."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import types
+import typing
+from typing import Any, Literal
+
+from pydantic.fields import FieldInfo
+
+from zesty import __version__
+from zesty.settings import Settings
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_field(group: argparse._ArgumentGroup, name: str, field: FieldInfo) -> None:
+    annotation = field.annotation
+    origin = typing.get_origin(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
+        annotation, origin = args[0], typing.get_origin(args[0])
+    default = field.get_default(call_default_factory=True)
+    help_text = f"{field.description or ''} (env ZESTY_{name.upper()}; default: {default})"
+    kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
+    if annotation is bool:
+        group.add_argument(_flag(name), action=argparse.BooleanOptionalAction, **kwargs)
+    elif origin is Literal:
+        group.add_argument(_flag(name), choices=typing.get_args(annotation), **kwargs)
+    elif annotation in (int, float, str):
+        group.add_argument(_flag(name), type=annotation, metavar=annotation.__name__.upper(), **kwargs)
+    else:  # pragma: no cover - a new settings type must be taught here
+        raise TypeError(f"no CLI mapping for setting {name}: {annotation}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zesty",
+        description="zesty: fast inference for Hugging Face transformer models.",
+    )
+    parser.add_argument("--version", action="version", version=f"zesty {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = sub.add_parser(
+        "serve",
+        help="serve models over HTTP (HF Inference API, OpenAI and TEI routes)",
+        description="Serve models over HTTP. With no MODEL, serves the embedded default "
+        "(sentence-transformers/all-MiniLM-L6-v2), fully offline.",
+    )
+    serve.add_argument(
+        "models",
+        nargs="*",
+        metavar="MODEL",
+        help="a Hub id (org/name[@revision]), a local folder (served under its folder name), "
+        "or NAME=REF to choose the id clients use",
+    )
+    for group_name, group_cls in Settings.GROUPS.items():
+        group = serve.add_argument_group(f"{group_name} settings", group_cls.__doc__)
+        for name, field in group_cls.model_fields.items():
+            _add_field(group, name, field)
+    return parser
+
+
+class _JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        payload = {
+            "time": self.formatTime(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            payload["exception"] = self.formatException(record.exc_info)
+        return json.dumps(payload)
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        handler.setFormatter(_JSONFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def serve(ns: argparse.Namespace) -> int:
+    import uvicorn
+    from pydantic import ValidationError
+
+    from zesty.http.app import create_app
+    from zesty.models.reference import ModelSpec
+
+    overrides = {k: v for k, v in vars(ns).items() if k not in ("command", "models")}
+    try:
+        settings = Settings.from_overrides(overrides)
+        specs = [ModelSpec.parse(m, settings.model.revision) for m in ns.models]
+    except (ValidationError, ValueError) as exc:
+        print(f"zesty serve: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.server.log_level, settings.server.log_format)
+    app = create_app(settings, specs)
+    uvicorn.run(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_config=None,
+        access_log=settings.server.log_level == "debug",
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    if ns.command == "serve":
+        return serve(ns)
+    parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

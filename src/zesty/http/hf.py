@@ -1,0 +1,91 @@
+"""Hugging Face Inference API routes: POST /, /models/{id}, /models/{id}/pipeline/{task}.
+
+The body is `{"inputs", "parameters", "options"}`; feature-extraction (and
+sentence-similarity) also take their parameters at the body's root, as
+`huggingface_hub.InferenceClient` sends them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from zesty.errors import InvalidInput
+from zesty.http.strict import StrictRoute
+from zesty.http.deps import State, state
+from zesty.serving.inference import run_task
+from zesty.tasks.registry import task_for_model
+
+router = APIRouter(tags=["Hugging Face Inference API"], route_class=StrictRoute)
+
+_ROOT_PARAM_TASKS = {"feature-extraction", "sentence-similarity"}
+
+
+class HFOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    use_cache: bool = Field(True, description="Allow answering from the response cache.")
+    wait_for_model: bool = Field(False, description="Wait for a loading model instead of 503.")
+
+
+class HFRequest(BaseModel):
+    """`inputs` depends on the task; see docs/api.md for each task's shape."""
+
+    model_config = ConfigDict(extra="allow")
+    inputs: Any = Field(None, description="Text, list of texts, or the task's input object.")
+    parameters: dict[str, Any] | None = Field(None, description="Task parameters.")
+    options: HFOptions | None = None
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes")
+
+
+async def _infer(
+    st: State,
+    model_id: str | None,
+    task_name: str | None,
+    body: HFRequest,
+    wait_header: str | None,
+) -> JSONResponse:
+    options = body.options or HFOptions()
+    wait = options.wait_for_model or _truthy(wait_header)
+    model = await st.manager.get(model_id, wait=wait)
+    task = task_for_model(model, task_name)
+    parameters = dict(body.parameters or {})
+    extra = dict(body.model_extra or {})
+    if extra:
+        if task.name not in _ROOT_PARAM_TASKS:
+            raise InvalidInput(f"{sorted(extra)[0]}: unknown field", param=sorted(extra)[0])
+        parameters.update(extra)
+    request = task.parse(body.inputs, parameters, st.settings.limits)
+    result, timings = await run_task(model, task, request)
+    st.metrics.observe_inference(model.model_id, task.name, timings)
+    return JSONResponse(task.to_json(result, request), headers=timings.headers())
+
+
+@router.post("/models/{model_id:path}/pipeline/{task}", summary="Run a chosen task on a model")
+async def pipeline(
+    model_id: str,
+    task: str,
+    body: HFRequest,
+    request: Request,
+    x_wait_for_model: str | None = Header(None),
+) -> JSONResponse:
+    return await _infer(state(request), model_id, task, body, x_wait_for_model)
+
+
+@router.post("/models/{model_id:path}", summary="Run a model's task")
+async def models(
+    model_id: str, body: HFRequest, request: Request, x_wait_for_model: str | None = Header(None)
+) -> JSONResponse:
+    return await _infer(state(request), model_id, None, body, x_wait_for_model)
+
+
+@router.post("/", summary="Run the first served model's task")
+async def root(
+    body: HFRequest, request: Request, x_wait_for_model: str | None = Header(None)
+) -> JSONResponse:
+    return await _infer(state(request), None, None, body, x_wait_for_model)

@@ -1,0 +1,148 @@
+"""A served model: its files, tokenizer, config, and one batcher per head it runs."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from zesty.errors import ModelLoadError
+from zesty.models.reference import ResolvedModel
+from zesty.models.sentence_transformers import SentenceTransformerConfig, read_sentence_transformers
+from zesty.models.tokenizer import TextTokenizer
+from zesty.runtime.base import Runner, create_runner
+from zesty.runtime.heads import Head, head_of_architectures
+from zesty.serving.batcher import Batcher
+from zesty.settings import BatchSettings
+
+# Architectures served by a later part of zesty (text generation), refused clearly for now.
+_UNSUPPORTED_SUFFIXES = ("ForCausalLM", "ForConditionalGeneration", "LMHeadModel")
+
+
+@dataclass
+class ServedModel:
+    model_id: str
+    resolved: ResolvedModel
+    config: object
+    tokenizer: TextTokenizer
+    task: str  # the default task (detected or overridden)
+    head: Head  # the head its weights were trained for
+    backend: str
+    allow_pickle: bool
+    sentence_transformers: SentenceTransformerConfig | None
+    batch_settings: BatchSettings
+    executor: Executor
+    _runners: dict[str, Runner] = field(default_factory=dict)
+    _batchers: dict[str, Batcher] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def path(self) -> Path:
+        return self.resolved.path
+
+    @property
+    def labels(self) -> dict[int, str]:
+        return {int(k): v for k, v in (getattr(self.config, "id2label", None) or {}).items()}
+
+    def runner(self, head: Head) -> Runner:
+        """The runner for a head, loaded on first use (e.g. the encoder of a classifier)."""
+        with self._lock:
+            runner = self._runners.get(head.name)
+            if runner is None:
+                runner = create_runner(
+                    self.backend, self.path, head, allow_pickle=self.allow_pickle
+                )
+                self._runners[head.name] = runner
+            return runner
+
+    def has_runner(self, head: Head) -> bool:
+        return head.name in self._runners
+
+    def batcher(self, head: Head) -> Batcher:
+        batcher = self._batchers.get(head.name)
+        if batcher is None:
+            batcher = Batcher(
+                name=f"{self.model_id}:{head.name}",
+                runner=lambda: self.runner(head),
+                pad_id=self.tokenizer.pad_id,
+                settings=self.batch_settings,
+                executor=self.executor,
+            )
+            self._batchers[head.name] = batcher
+        return batcher
+
+    async def close(self) -> None:
+        for batcher in self._batchers.values():
+            await batcher.close()
+
+    def info(self) -> dict[str, object]:
+        from zesty.tasks.registry import tasks_for
+
+        return {
+            "id": self.model_id,
+            "source": self.resolved.spec.describe(),
+            "revision": self.resolved.revision or self.resolved.spec.revision,
+            "task": self.task,
+            "tasks": tasks_for(self),
+            "architecture": (getattr(self.config, "architectures", None) or [None])[0],
+            "model_type": getattr(self.config, "model_type", None),
+            "backend": self.backend,
+            "max_input_length": self.tokenizer.max_length,
+            "loaded_heads": sorted(self._runners),
+        }
+
+
+def load_served_model(
+    model_id: str,
+    resolved: ResolvedModel,
+    *,
+    task_override: str | None,
+    backend: str,
+    allow_pickle: bool,
+    batch_settings: BatchSettings,
+    executor: Executor,
+) -> ServedModel:
+    """Load config, tokenizer and the default head's weights (blocking; run off the loop)."""
+    from transformers import AutoConfig
+
+    from zesty.tasks.registry import detect_task, get_task
+
+    path = resolved.path
+    try:
+        config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"cannot read the model config: {exc}") from exc
+    architectures = getattr(config, "architectures", None) or []
+    if any(a.endswith(_UNSUPPORTED_SUFFIXES) for a in architectures):
+        raise ModelLoadError(
+            f"{architectures[0]} is a generative model; this zesty version serves encoder tasks only"
+        )
+    st = read_sentence_transformers(path)
+    tokenizer = TextTokenizer.load(path, config, st.max_seq_length if st else None)
+    task_name = task_override or detect_task(path, architectures)
+    task = get_task(task_name)  # raises for an unknown task name
+    head = head_of_architectures(architectures)
+    model = ServedModel(
+        model_id=model_id,
+        resolved=resolved,
+        config=config,
+        tokenizer=tokenizer,
+        task=task.name,
+        head=head,
+        backend=backend,
+        allow_pickle=allow_pickle,
+        sentence_transformers=st,
+        batch_settings=batch_settings,
+        executor=executor,
+    )
+    reason = task.unsupported_reason(model)
+    if reason:
+        raise ModelLoadError(f"cannot serve task {task.name}: {reason}")
+    model.runner(task.head_for(model))
+    return model
+
+
+def model_files_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+

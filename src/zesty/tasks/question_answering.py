@@ -1,0 +1,1 @@
+"""question_answering task (being written)."""
