@@ -79,7 +79,8 @@ class TextTokenizer:
     ) -> list[Encoding]:
         """Encode a batch with special tokens; too-long inputs are truncated only on request."""
         limit = min(max_length or self.max_length, self.max_length)
-        encodings = self.variant(limit, 0, strategy, direction).encode_batch(list(inputs), add_special_tokens=True)
+        tok = self.variant(limit, 0, strategy, direction)
+        encodings = tok.encode_batch(list(inputs), add_special_tokens=True)
         if not truncate:
             for i, enc in enumerate(encodings):
                 if enc.overflowing:
@@ -108,7 +109,8 @@ def model_max_length(hf_tokenizer, config, st_max_length: int | None) -> int:
     positions = getattr(config, "max_position_embeddings", None)
     if isinstance(positions, int) and positions > 0:
         if getattr(config, "model_type", "") in _POSITION_OFFSET_MODELS:
-            positions -= (getattr(config, "pad_token_id", None) or 0) + 1
+            offset = (getattr(config, "pad_token_id", None) or 0) + 1
+            positions = positions - offset if offset < positions else positions
         limits.append(positions)
     if st_max_length:
         limits.append(int(st_max_length))

@@ -1,0 +1,71 @@
+"""feature-extraction / sentence-similarity vs sentence-transformers and the transformers pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.reference import SCORE_TOL, TEXTS, pipeline_for, sentence_transformer
+
+ARCHS = ["bert", "distilbert", "roberta", "xlm-roberta", "mpnet", "deberta-v2"]
+
+
+def test_minilm_embeddings_match_sentence_transformers(client_for, minilm_path):
+    c = client_for([])  # the embedded default
+    got = np.array(c.post("/", json={"inputs": TEXTS}).json())
+    want = sentence_transformer(str(minilm_path)).encode(TEXTS)
+    assert got.shape == want.shape == (len(TEXTS), 384)
+    np.testing.assert_allclose(got, want, atol=SCORE_TOL)
+    single = c.post("/models/sentence-transformers/all-MiniLM-L6-v2", json={"inputs": TEXTS[0]})
+    np.testing.assert_allclose(np.array(single.json()), want[0], atol=SCORE_TOL)
+
+
+def test_minilm_similarity_matches_sentence_transformers(client_for, minilm_path):
+    from sentence_transformers.util import cos_sim
+
+    c = client_for([])
+    body = {"inputs": {"source_sentence": TEXTS[2], "sentences": TEXTS}}
+    got = c.post("/models/sentence-transformers/all-MiniLM-L6-v2/pipeline/sentence-similarity", json=body)
+    assert got.status_code == 200, got.text
+    st = sentence_transformer(str(minilm_path))
+    want = cos_sim(st.encode([TEXTS[2]]), st.encode(TEXTS))[0].numpy()
+    np.testing.assert_allclose(got.json(), want, atol=SCORE_TOL)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_tiny_sentence_transformers(arch, tiny_models, client_for):
+    path = tiny_models.get(arch, "base", sentence_transformer=True)
+    c = client_for([f"m={path}"])
+    got = np.array(c.post("/models/m", json={"inputs": TEXTS}).json())
+    want = sentence_transformer(str(path)).encode(TEXTS)
+    np.testing.assert_allclose(got, want, atol=SCORE_TOL)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_token_level_features_match_pipeline(arch, tiny_models, client_for):
+    path = tiny_models.get(arch, "base")
+    c = client_for([f"m={path}"])
+    got = c.post("/models/m", json={"inputs": TEXTS}).json()
+    pipe = pipeline_for("feature-extraction", str(path))
+    for text, vectors in zip(TEXTS, got):
+        want = np.array(pipe(text))
+        assert np.array(vectors).shape == want.shape
+        np.testing.assert_allclose(np.array(vectors), want, atol=SCORE_TOL)
+
+
+def test_embedding_options(client_for, minilm_path):
+    c = client_for([])
+    from sentence_transformers import SentenceTransformer
+
+    st = sentence_transformer(str(minilm_path))
+    without_normalize = SentenceTransformer(modules=[st[0], st[1]], device="cpu")
+    raw = without_normalize.encode(TEXTS[:2])
+    # normalize=false at the body root skips the model's Normalize module (as TEI does)
+    unnorm = np.array(c.post("/", json={"inputs": TEXTS[:2], "normalize": False}).json())
+    assert not np.allclose(np.linalg.norm(unnorm, axis=1), 1.0, atol=1e-2)
+    np.testing.assert_allclose(unnorm, raw, atol=SCORE_TOL)
+    short = np.array(c.post("/", json={"inputs": TEXTS[:2], "dimensions": 64}).json())
+    assert short.shape == (2, 64)
+    np.testing.assert_allclose(np.linalg.norm(short, axis=1), 1.0, atol=1e-5)
+    r = c.post("/", json={"inputs": "x", "dimensions": 1000})
+    assert r.status_code == 422 and "dimensions" in r.json()["error"]
