@@ -131,6 +131,10 @@ def _download(spec: ModelSpec, allow_pickle: bool) -> ResolvedModel:
     except RepositoryNotFoundError as exc:
         raise ModelLoadError(f"{spec.ref} was not found on the Hub (or needs HF_TOKEN)") from exc
     except LocalEntryNotFoundError as exc:
+        if spec.ref == DEFAULT_MODEL_ID and spec.revision is None:
+            log.info("%s is not in the Hub cache; serving the embedded copy", spec.ref)
+            embedded = resolve(ModelSpec.embedded_default())
+            return ResolvedModel(spec, embedded.path, None)
         raise ModelLoadError(
             f"{spec.describe()} is not in the local Hub cache and the Hub cannot be reached "
             "(offline mode or no network)"
