@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -20,6 +21,14 @@ from zesty.serving.model import ServedModel, load_served_model, model_files_size
 from zesty.settings import BatchSettings, ModelSettings
 
 log = logging.getLogger(__name__)
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[^\s'\"/]+/)+[^\s'\"]*")
+
+
+def client_safe(message: str) -> str:
+    """Load errors go to clients: no file-system paths in them (the log keeps them)."""
+    return _ABSOLUTE_PATH.sub("<path>", message)
+
 
 # Rough load throughput used before a model's first load is measured (bytes/s).
 _LOAD_BYTES_PER_S = 150e6
@@ -105,7 +114,7 @@ class ModelManager:
                 executor=self.executor,
             )
         except ModelLoadError as exc:
-            entry.state, entry.error = "failed", str(exc)
+            entry.state, entry.error = "failed", client_safe(str(exc))
             log.error("model %s failed to load: %s", entry.spec.served_id, exc)
         except Exception as exc:  # noqa: BLE001 - a broken model must not take the server down
             entry.state = "failed"

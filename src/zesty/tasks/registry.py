@@ -8,6 +8,7 @@ from zesty.errors import InvalidInput, TaskNotSupported
 from zesty.tasks.base import Task
 
 _TASKS: dict[str, Task] = {}
+_LOADED = False  # not `not _TASKS`: importing one task module (e.g. from a route) registers it
 
 
 def register(task: Task) -> Task:
@@ -16,7 +17,8 @@ def register(task: Task) -> Task:
 
 
 def _ensure_loaded() -> None:
-    if not _TASKS:
+    global _LOADED
+    if not _LOADED:
         from zesty.tasks import (  # noqa: F401  (each module registers its tasks)
             classification,
             embeddings,
@@ -24,6 +26,8 @@ def _ensure_loaded() -> None:
             question_answering,
             token_classification,
         )
+
+        _LOADED = True
 
 
 def all_tasks() -> dict[str, Task]:
