@@ -31,7 +31,8 @@ from zesty.tasks.registry import register
 class FillMaskParams(Params):
     top_k: int = Field(5, ge=1, description="How many candidates to return for each mask.")
     targets: str | list[str] | None = Field(
-        None, description="Only score these tokens (words not in the vocabulary: their first token)."
+        None,
+        description="Only score these tokens (words not in the vocabulary: their first token).",
     )
     truncate: bool = Field(False, description="Cut inputs longer than the model's maximum.")
 
@@ -60,7 +61,9 @@ def target_ids(model, targets: str | list[str]) -> np.ndarray:
     backend = model.tokenizer.hf.backend_tokenizer
     ids = []
     missing = [t for t in targets if backend.token_to_id(t) is None]
-    pieces = dict(zip(missing, model.tokenizer.encode_plain(missing))) if missing else {}
+    pieces = (
+        dict(zip(missing, model.tokenizer.encode_plain(missing), strict=True)) if missing else {}
+    )
     for target in targets:
         token_id = backend.token_to_id(target)
         if token_id is None:
@@ -100,7 +103,8 @@ class FillMask(Task):
             for i, t in enumerate([targets] if isinstance(targets, str) else targets):
                 if len(t) > limits.max_input_chars:
                     raise InvalidInput(
-                        f"parameters.targets[{i}] is longer than --max-input-chars", param="parameters"
+                        f"parameters.targets[{i}] is longer than --max-input-chars",
+                        param="parameters",
                     )
         return TaskRequest(texts, params, batched)
 
@@ -128,7 +132,9 @@ class FillMask(Task):
         hf = model.tokenizer.hf
         targets = prepared.state["targets"]
         results = []
-        for seq, masks, out in zip(prepared.sequences, prepared.state["masks"], outputs):
+        for seq, masks, out in zip(
+            prepared.sequences, prepared.state["masks"], outputs, strict=True
+        ):
             probs = softmax(out["logits"][masks])
             if targets is not None:
                 probs = probs[:, targets]
@@ -136,7 +142,7 @@ class FillMask(Task):
             best = top_indices(probs, k)
             single = len(masks) == 1
             rows = []
-            for position, row_probs, row_best in zip(masks, probs, best):
+            for position, row_probs, row_best in zip(masks, probs, best, strict=True):
                 row = []
                 for choice in row_best:
                     token = int(choice if targets is None else targets[choice])

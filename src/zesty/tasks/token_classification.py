@@ -82,7 +82,7 @@ class Aggregator:
         tokens = self.hf.convert_ids_to_tokens(ids)
         pre = []
         for idx, (token_id, word, (start, end), special) in enumerate(
-            zip(ids, tokens, enc.offsets, enc.special_tokens_mask)
+            zip(ids, tokens, enc.offsets, enc.special_tokens_mask, strict=True)
         ):
             if special:
                 continue
@@ -94,8 +94,14 @@ class Aggregator:
             if token_id == self.unk_id:
                 word, is_subword = ref, False
             pre.append(
-                {"word": word, "scores": scores[idx], "start": start, "end": end,
-                 "index": idx, "is_subword": is_subword}
+                {
+                    "word": word,
+                    "scores": scores[idx],
+                    "start": start,
+                    "end": end,
+                    "index": idx,
+                    "is_subword": is_subword,
+                }
             )
         return pre
 
@@ -105,8 +111,14 @@ class Aggregator:
             for p in pre:
                 best = int(p["scores"].argmax())
                 entities.append(
-                    {"entity": self.label(best), "score": p["scores"][best], "index": p["index"],
-                     "word": p["word"], "start": p["start"], "end": p["end"]}
+                    {
+                        "entity": self.label(best),
+                        "score": p["scores"][best],
+                        "index": p["index"],
+                        "word": p["word"],
+                        "start": p["start"],
+                        "end": p["end"],
+                    }
                 )
             if strategy == "none":
                 return entities
@@ -137,8 +149,13 @@ class Aggregator:
         else:  # average
             scores = np.nanmean(np.stack([p["scores"] for p in group]), axis=0)
         best = int(scores.argmax())
-        return {"entity": self.label(best), "score": scores[best], "word": word,
-                "start": group[0]["start"], "end": group[-1]["end"]}
+        return {
+            "entity": self.label(best),
+            "score": scores[best],
+            "word": word,
+            "start": group[0]["start"],
+            "end": group[-1]["end"],
+        }
 
     def group_entities(self, entities: list[dict[str, Any]]) -> list[dict[str, Any]]:
         groups, current = [], []
@@ -233,7 +250,7 @@ class TokenClassification(Task):
         strategy, ignore = params.aggregation_strategy, set(params.ignore_labels)
         agg = Aggregator(model)
         results, k = [], 0
-        for sentence, windows in zip(request.inputs, prepared.state["windows"]):
+        for sentence, windows in zip(request.inputs, prepared.state["windows"], strict=True):
             entities = []
             for enc in windows:
                 scores = softmax(outputs[k]["logits"])
