@@ -7,7 +7,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zesty.errors import ModelLoadError
+from zesty.errors import InvalidInput, ModelLoadError
 from zesty.models.reference import ResolvedModel
 from zesty.models.sentence_transformers import SentenceTransformerConfig, read_sentence_transformers
 from zesty.models.tokenizer import TextTokenizer
@@ -121,7 +121,10 @@ def load_served_model(
     st = read_sentence_transformers(path)
     tokenizer = TextTokenizer.load(path, config, st.max_seq_length if st else None)
     task_name = task_override or detect_task(path, architectures)
-    task = get_task(task_name)  # raises for an unknown task name
+    try:
+        task = get_task(task_name)
+    except InvalidInput as exc:
+        raise ModelLoadError(exc.message) from None
     head = head_of_architectures(architectures)
     model = ServedModel(
         model_id=model_id,
