@@ -21,7 +21,7 @@ SENTIMENT_LABELS = {0: "NEGATIVE", 1: "POSITIVE"}
 
 
 @pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory) -> "TinyModels":
+def tiny_models(tmp_path_factory) -> TinyModels:
     return TinyModels(tmp_path_factory.mktemp("tiny-models"))
 
 
@@ -40,7 +40,13 @@ class TinyModels:
         num_labels: int = 2,
         sentence_transformer: bool = False,
     ) -> Path:
-        key = (arch, head, tuple(sorted((id2label or {}).items())), num_labels, sentence_transformer)
+        key = (
+            arch,
+            head,
+            tuple(sorted((id2label or {}).items())),
+            num_labels,
+            sentence_transformer,
+        )
         if key not in self._built:
             name = f"{arch}-{head}-{len(self._built)}"
             path = build_tiny_model(

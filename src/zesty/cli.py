@@ -35,7 +35,9 @@ def _add_field(group: argparse._ArgumentGroup, name: str, field: FieldInfo) -> N
     elif origin is Literal:
         group.add_argument(_flag(name), choices=typing.get_args(annotation), **kwargs)
     elif annotation in (int, float, str):
-        group.add_argument(_flag(name), type=annotation, metavar=annotation.__name__.upper(), **kwargs)
+        group.add_argument(
+            _flag(name), type=annotation, metavar=annotation.__name__.upper(), **kwargs
+        )
     else:  # pragma: no cover - a new settings type must be taught here
         raise TypeError(f"no CLI mapping for setting {name}: {annotation}")
 

@@ -28,9 +28,21 @@ class LiveServer:
         env = dict(os.environ, HF_HUB_OFFLINE="1")  # server side only: clients refuse it
         self.log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"zesty-e2e-{self.port}.log", "w+")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "zesty.cli", "serve", "--port", str(self.port), "--threads", "1",
-             *args, *models],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "zesty.cli",
+                "serve",
+                "--port",
+                str(self.port),
+                "--threads",
+                "1",
+                *args,
+                *models,
+            ],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
 
     def wait_ready(self, timeout: float = 120) -> None:
@@ -70,7 +82,9 @@ def e2e_models(tiny_models) -> dict[str, Path]:
         "ner": tiny_models.get("bert", "token-classification", id2label=NER_LABELS),
         "mlm": tiny_models.get("roberta", "masked-lm"),
         "qa": tiny_models.get("bert", "question-answering"),
-        "sentiment": tiny_models.get("distilbert", "sequence-classification", id2label=SENTIMENT_LABELS),
+        "sentiment": tiny_models.get(
+            "distilbert", "sequence-classification", id2label=SENTIMENT_LABELS
+        ),
         "nli": tiny_models.get("deberta-v2", "sequence-classification", id2label=NLI_LABELS),
         "reranker": tiny_models.get("bert", "sequence-classification", num_labels=1),
     }
@@ -78,7 +92,9 @@ def e2e_models(tiny_models) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def live(e2e_models):
-    models = ["sentence-transformers/all-MiniLM-L6-v2"] + [f"{k}={v}" for k, v in e2e_models.items()]
+    models = ["sentence-transformers/all-MiniLM-L6-v2"] + [
+        f"{k}={v}" for k, v in e2e_models.items()
+    ]
     server = LiveServer(models)
     try:
         server.wait_ready()

@@ -22,7 +22,9 @@ def test_feature_extraction_and_similarity(live, minilm_path):
     np.testing.assert_allclose(got, st.encode(TEXTS[0]), atol=SCORE_TOL)
     batch = hf.feature_extraction(TEXTS, normalize=True)
     np.testing.assert_allclose(batch, st.encode(TEXTS), atol=SCORE_TOL)
-    sims = client(live, MINILM + "/pipeline/sentence-similarity").sentence_similarity(TEXTS[0], TEXTS[1:3])
+    sims = client(live, MINILM + "/pipeline/sentence-similarity").sentence_similarity(
+        TEXTS[0], TEXTS[1:3]
+    )
     want = st.similarity(st.encode(TEXTS[:1]), st.encode(TEXTS[1:3]))[0].numpy()
     np.testing.assert_allclose(sims, want, atol=SCORE_TOL)
 
@@ -38,8 +40,12 @@ def test_text_classification(live, e2e_models):
 
 def test_zero_shot_classification(live, e2e_models):
     labels = ["travel", "cooking", "sports"]
-    out = client(live, "nli/pipeline/zero-shot-classification").zero_shot_classification(TEXTS[2], labels)
-    want = pipeline_for("zero-shot-classification", str(e2e_models["nli"]))(TEXTS[2], candidate_labels=labels)
+    out = client(live, "nli/pipeline/zero-shot-classification").zero_shot_classification(
+        TEXTS[2], labels
+    )
+    want = pipeline_for("zero-shot-classification", str(e2e_models["nli"]))(
+        TEXTS[2], candidate_labels=labels
+    )
     assert [o.label for o in out] == want["labels"]
     np.testing.assert_allclose([o.score for o in out], want["scores"], atol=SCORE_TOL)
 
@@ -47,7 +53,9 @@ def test_zero_shot_classification(live, e2e_models):
 def test_token_classification(live, e2e_models):
     text = TEXTS[0]
     out = client(live, "ner").token_classification(text, aggregation_strategy="simple")
-    want = pipeline_for("token-classification", str(e2e_models["ner"]))(text, aggregation_strategy="simple")
+    want = pipeline_for("token-classification", str(e2e_models["ner"]))(
+        text, aggregation_strategy="simple"
+    )
     assert [(o.entity_group, o.word, o.start, o.end) for o in out] == [
         (w["entity_group"], w["word"], w["start"], w["end"]) for w in want
     ]
@@ -59,13 +67,15 @@ def test_fill_mask(live, e2e_models):
     want = pipeline_for("fill-mask", str(e2e_models["mlm"]))(text, top_k=3)
     assert len(out) == 3
     np.testing.assert_allclose([o.score for o in out], [w["score"] for w in want], atol=SCORE_TOL)
-    assert {o.token for o in out} == {w["token"] for w in want} or len({w["score"] for w in want}) < 3
+    assert {o.token for o in out} == {w["token"] for w in want} or len(
+        {w["score"] for w in want}
+    ) < 3
 
 
 def test_question_answering(live):
     context = "My name is Clara and I live in Berkeley. I work as an engineer."
     out = client(live, "qa").question_answering(question="Where do I live?", context=context)
-    assert context[out.start:out.end] == out.answer and 0 <= out.score <= 1
+    assert context[out.start : out.end] == out.answer and 0 <= out.score <= 1
 
 
 def test_errors_reach_the_client_as_typed_exceptions(live):

@@ -26,9 +26,22 @@ def curl_commands() -> list[str]:
 
 def test_the_doc_has_examples_for_every_route():
     text = " ".join(curl_commands())
-    for route in ["/models/", "/pipeline/sentence-similarity", "/v1/embeddings", "/v1/models",
-                  "/embed", "/predict", "/similarity", "/rerank", "/tokenize", "/health",
-                  "/ready", "/info", "/metrics", "zero-shot-classification"]:
+    for route in [
+        "/models/",
+        "/pipeline/sentence-similarity",
+        "/v1/embeddings",
+        "/v1/models",
+        "/embed",
+        "/predict",
+        "/similarity",
+        "/rerank",
+        "/tokenize",
+        "/health",
+        "/ready",
+        "/info",
+        "/metrics",
+        "zero-shot-classification",
+    ]:
         assert route in text, route
     for model in ["sentiment", "ner", "mlm", "qa", "nli"]:
         assert f"/models/{model}" in text

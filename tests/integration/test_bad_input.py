@@ -17,7 +17,10 @@ def server(tiny_models):
 
     clf = tiny_models.get("bert", "sequence-classification", id2label=SENTIMENT_LABELS)
     ctx = make_client(
-        [f"{MINILM}", f"clf={clf}"], max_payload=20_000, max_client_batch_size=4, max_input_chars=500
+        [f"{MINILM}", f"clf={clf}"],
+        max_payload=20_000,
+        max_client_batch_size=4,
+        max_input_chars=500,
     )
     client = ctx.__enter__()
     yield client
@@ -71,7 +74,11 @@ def test_malformed_bodies_hf(server, raw, word):
 
 @pytest.mark.parametrize("raw,word", RAW_BODIES[:8])
 def test_malformed_bodies_openai(server, raw, word):
-    r = server.post("/v1/embeddings", content=raw.replace(b'"inputs"', b'"input"'), headers={"content-type": "application/json"})
+    r = server.post(
+        "/v1/embeddings",
+        content=raw.replace(b'"inputs"', b'"input"'),
+        headers={"content-type": "application/json"},
+    )
     assert_openai_error(r, 400, word)
 
 
@@ -134,7 +141,10 @@ def test_task_the_model_cannot_do(server):
     assert_hf_error(r, 422, "fill-mask")
     r = server.post(f"/models/{MINILM}/pipeline/summarization", json={"inputs": "a"})
     assert_hf_error(r, 422, "unknown task")
-    r = server.post("/models/clf/pipeline/sentence-similarity", json={"inputs": {"source_sentence": "a", "sentences": ["b"]}})
+    r = server.post(
+        "/models/clf/pipeline/sentence-similarity",
+        json={"inputs": {"source_sentence": "a", "sentences": ["b"]}},
+    )
     assert_hf_error(r, 422)
 
 
@@ -155,10 +165,18 @@ def test_bad_classification_parameters(server, params, words):
 def test_openai_embeddings_validation(server):
     assert_openai_error(server.post("/v1/embeddings", json={}), 400, "input")
     assert_openai_error(server.post("/v1/embeddings", json={"input": []}), 400, "empty")
-    assert_openai_error(server.post("/v1/embeddings", json={"input": "a", "encoding_format": "hex"}), 400, "encoding_format")
-    assert_openai_error(server.post("/v1/embeddings", json={"input": [[1, 2, 10**9]]}), 400, "token ids")
+    assert_openai_error(
+        server.post("/v1/embeddings", json={"input": "a", "encoding_format": "hex"}),
+        400,
+        "encoding_format",
+    )
+    assert_openai_error(
+        server.post("/v1/embeddings", json={"input": [[1, 2, 10**9]]}), 400, "token ids"
+    )
     assert_openai_error(server.post("/v1/embeddings", json={"input": [[]]}), 400, "empty")
-    assert_openai_error(server.post("/v1/embeddings", json={"input": "a", "dimensions": -1}), 400, "dimensions")
+    assert_openai_error(
+        server.post("/v1/embeddings", json={"input": "a", "dimensions": -1}), 400, "dimensions"
+    )
 
 
 def test_error_bodies_are_json_even_for_huge_numbers(server):

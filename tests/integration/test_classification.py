@@ -54,7 +54,10 @@ def test_zero_shot_matches_pipeline(arch, multi_label, tiny_models, client_for):
     labels = ["politics", "sports", "cooking", "science"]
     params = {"candidate_labels": labels, "multi_label": multi_label}
     for text in TEXTS[:3]:
-        r = c.post("/models/nli/pipeline/zero-shot-classification", json={"inputs": text, "parameters": params})
+        r = c.post(
+            "/models/nli/pipeline/zero-shot-classification",
+            json={"inputs": text, "parameters": params},
+        )
         assert r.status_code == 200, r.text
         want = pipe(text, candidate_labels=labels, multi_label=multi_label)
         got = r.json()
@@ -62,7 +65,10 @@ def test_zero_shot_matches_pipeline(arch, multi_label, tiny_models, client_for):
         np.testing.assert_allclose([g["score"] for g in got], want["scores"], atol=SCORE_TOL)
     # the model's default task is text-classification; zero-shot is also its own route
     templ = {"candidate_labels": "a, b", "hypothesis_template": "It is about {}."}
-    r = c.post("/models/nli/pipeline/zero-shot-classification", json={"inputs": [TEXTS[0]], "parameters": templ})
+    r = c.post(
+        "/models/nli/pipeline/zero-shot-classification",
+        json={"inputs": [TEXTS[0]], "parameters": templ},
+    )
     want = pipe(TEXTS[0], candidate_labels="a, b", hypothesis_template="It is about {}.")
     assert [g["label"] for g in r.json()[0]] == want["labels"]
 
@@ -70,7 +76,10 @@ def test_zero_shot_matches_pipeline(arch, multi_label, tiny_models, client_for):
 def test_zero_shot_needs_an_nli_model(tiny_models, client_for):
     path = tiny_models.get("bert", "sequence-classification", id2label=SENTIMENT_LABELS)
     c = client_for([f"m={path}"])
-    r = c.post("/models/m/pipeline/zero-shot-classification", json={"inputs": "x", "parameters": {"candidate_labels": ["a"]}})
+    r = c.post(
+        "/models/m/pipeline/zero-shot-classification",
+        json={"inputs": "x", "parameters": {"candidate_labels": ["a"]}},
+    )
     assert r.status_code == 422 and "NLI" in r.json()["error"]
 
 
@@ -93,7 +102,9 @@ def test_rerank_with_a_cross_encoder(tiny_models, client_for):
     assert [x["index"] for x in ranked] == list(np.argsort(-want))
     for x in ranked:
         assert abs(x["score"] - want[x["index"]]) <= SCORE_TOL and x["text"] == texts[x["index"]]
-    raw = c.post("/rerank", json={"query": "Where is Paris?", "texts": texts, "raw_scores": True}).json()
+    raw = c.post(
+        "/rerank", json={"query": "Where is Paris?", "texts": texts, "raw_scores": True}
+    ).json()
     assert abs(raw[0]["score"] - logits[raw[0]["index"]]) <= SCORE_TOL
     # a two-label classifier is not a reranker
     path2 = tiny_models.get("bert", "sequence-classification", id2label=SENTIMENT_LABELS)

@@ -25,7 +25,9 @@ def test_minilm_similarity_matches_sentence_transformers(client_for, minilm_path
 
     c = client_for([])
     body = {"inputs": {"source_sentence": TEXTS[2], "sentences": TEXTS}}
-    got = c.post("/models/sentence-transformers/all-MiniLM-L6-v2/pipeline/sentence-similarity", json=body)
+    got = c.post(
+        "/models/sentence-transformers/all-MiniLM-L6-v2/pipeline/sentence-similarity", json=body
+    )
     assert got.status_code == 200, got.text
     st = sentence_transformer(str(minilm_path))
     want = cos_sim(st.encode([TEXTS[2]]), st.encode(TEXTS))[0].numpy()

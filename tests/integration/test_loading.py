@@ -60,16 +60,24 @@ def test_generative_and_unknown_task_models_fail_clearly(tmp_path):
 
     folder = tmp_path / "gpt"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}))
+    (folder / "config.json").write_text(
+        json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]})
+    )
     with make_client([f"g={folder}"]) as c:
         r = c.post("/models/g", json={"inputs": "x"})
         assert r.status_code == 503 and "generative" in r.json()["error"]
 
 
 def test_task_override_from_the_command_line(tiny_models):
-    nli = tiny_models.get("bert", "sequence-classification", id2label={0: "contradiction", 1: "neutral", 2: "entailment"})
+    nli = tiny_models.get(
+        "bert",
+        "sequence-classification",
+        id2label={0: "contradiction", 1: "neutral", 2: "entailment"},
+    )
     with make_client([f"nli={nli}"], task="zero-shot-classification") as c:
-        r = c.post("/models/nli", json={"inputs": "x", "parameters": {"candidate_labels": ["a", "b"]}})
+        r = c.post(
+            "/models/nli", json={"inputs": "x", "parameters": {"candidate_labels": ["a", "b"]}}
+        )
         assert r.status_code == 200 and {x["label"] for x in r.json()} == {"a", "b"}
 
 
@@ -112,7 +120,12 @@ def test_model_spec_parsing(tmp_path):
     from zesty.models.reference import DEFAULT_MODEL_ID, ModelSpec
 
     s = ModelSpec.parse("BAAI/bge-small-en-v1.5@v1")
-    assert (s.served_id, s.ref, s.revision, s.kind) == ("BAAI/bge-small-en-v1.5", "BAAI/bge-small-en-v1.5", "v1", "hub")
+    assert (s.served_id, s.ref, s.revision, s.kind) == (
+        "BAAI/bge-small-en-v1.5",
+        "BAAI/bge-small-en-v1.5",
+        "v1",
+        "hub",
+    )
     s = ModelSpec.parse("emb=BAAI/bge-small-en-v1.5", default_revision="main")
     assert (s.served_id, s.revision) == ("emb", "main")
     (tmp_path / "folder").mkdir()

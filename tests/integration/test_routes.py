@@ -62,7 +62,9 @@ def test_tei_embed_similarity_tokenize(c, want):
     np.testing.assert_allclose(got, want, atol=SCORE_TOL)
     single = c.post("/embed", json={"inputs": TEXTS[0]}).json()
     assert np.array(single).shape == (1, 384)
-    sims = c.post("/similarity", json={"inputs": {"source_sentence": TEXTS[0], "sentences": TEXTS[:2]}}).json()
+    sims = c.post(
+        "/similarity", json={"inputs": {"source_sentence": TEXTS[0], "sentences": TEXTS[:2]}}
+    ).json()
     assert abs(sims[0] - 1.0) < 1e-4 and len(sims) == 2
     toks = c.post("/tokenize", json={"inputs": "Hello world"}).json()
     assert [t["text"] for t in toks[0]] == ["[CLS]", "Hello", "world", "[SEP]"]
@@ -95,14 +97,30 @@ def test_request_id_and_timing_headers(c):
 
 
 def test_form_encoded_curl_body_is_read_as_json(c):
-    r = c.post("/", content=b'{"inputs": "curl -d sends form encoding"}',
-               headers={"content-type": "application/x-www-form-urlencoded"})
+    r = c.post(
+        "/",
+        content=b'{"inputs": "curl -d sends form encoding"}',
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
     assert r.status_code == 200 and len(r.json()) == 384
 
 
 def test_openapi_lists_every_route(c):
     paths = set(c.get("/openapi.json").json()["paths"])
-    assert {"/", "/models/{model_id}", "/models/{model_id}/pipeline/{task}", "/v1/embeddings",
-            "/v1/models", "/embed", "/predict", "/similarity", "/rerank", "/tokenize",
-            "/health", "/ready", "/info", "/metrics"} <= paths
+    assert {
+        "/",
+        "/models/{model_id}",
+        "/models/{model_id}/pipeline/{task}",
+        "/v1/embeddings",
+        "/v1/models",
+        "/embed",
+        "/predict",
+        "/similarity",
+        "/rerank",
+        "/tokenize",
+        "/health",
+        "/ready",
+        "/info",
+        "/metrics",
+    } <= paths
     assert c.get("/docs").status_code == 200

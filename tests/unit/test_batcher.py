@@ -44,7 +44,10 @@ def seq(*ids: int) -> Encoded:
 
 def make(runner, **settings) -> Batcher:
     return Batcher(
-        name="t", runner=lambda: runner, pad_id=0, settings=BatchSettings(**settings),
+        name="t",
+        runner=lambda: runner,
+        pad_id=0,
+        settings=BatchSettings(**settings),
         executor=ThreadPoolExecutor(1),
     )
 
@@ -90,7 +93,9 @@ def test_a_poisoned_item_fails_alone():
 
     async def scenario():
         return await asyncio.gather(
-            batcher.submit([seq(1, 2)]), batcher.submit([seq(99)]), batcher.submit([seq(3)]),
+            batcher.submit([seq(1, 2)]),
+            batcher.submit([seq(99)]),
+            batcher.submit([seq(3)]),
             return_exceptions=True,
         )
 

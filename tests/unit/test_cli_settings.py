@@ -20,7 +20,9 @@ def test_every_setting_has_a_flag_with_help(capsys):
 
 def test_flags_and_env_reach_settings(monkeypatch):
     monkeypatch.setenv("ZESTY_MAX_PAYLOAD", "1234")
-    ns = build_parser().parse_args(["serve", "--port", "9000", "--no-allow-pickle", "--backend", "torch", "m"])
+    ns = build_parser().parse_args(
+        ["serve", "--port", "9000", "--no-allow-pickle", "--backend", "torch", "m"]
+    )
     overrides = {k: v for k, v in vars(ns).items() if k not in ("command", "models")}
     s = Settings.from_overrides(overrides)
     assert s.server.port == 9000 and s.server.max_payload == 1234

@@ -11,8 +11,20 @@ from zesty.http.strict import parse_json
 
 @pytest.mark.parametrize(
     "raw",
-    [b"NaN", b"[Infinity]", b'{"a": -Infinity}', b"1e999", b'"\\ud800"', b'"\\udfff x"',
-     b'{"k\\u0000": 1}', b'"a\\u0007"', b'"\\u007f"', b"\xc3\x28", b"{", b""],
+    [
+        b"NaN",
+        b"[Infinity]",
+        b'{"a": -Infinity}',
+        b"1e999",
+        b'"\\ud800"',
+        b'"\\udfff x"',
+        b'{"k\\u0000": 1}',
+        b'"a\\u0007"',
+        b'"\\u007f"',
+        b"\xc3\x28",
+        b"{",
+        b"",
+    ],
 )
 def test_refused(raw):
     with pytest.raises(json.JSONDecodeError):

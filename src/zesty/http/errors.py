@@ -46,7 +46,11 @@ def error_response(path: str, exc: ZestyError, request_id: str | None = None) ->
         headers["x-request-id"] = request_id
     if is_openai_path(path):
         status = 400 if exc.status_code == 422 else exc.status_code
-        code = "model_not_found" if exc.error_type == "not_found" and exc.param == "model" else exc.error_type
+        code = (
+            "model_not_found"
+            if exc.error_type == "not_found" and exc.param == "model"
+            else exc.error_type
+        )
         body = {
             "error": {
                 "message": exc.message,

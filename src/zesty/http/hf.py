@@ -14,8 +14,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from zesty.errors import InvalidInput
-from zesty.http.strict import StrictRoute
 from zesty.http.deps import State, state
+from zesty.http.strict import StrictRoute
 from zesty.serving.inference import run_task
 from zesty.tasks.registry import task_for_model
 

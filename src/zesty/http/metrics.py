@@ -21,23 +21,30 @@ class Metrics:
             "zesty_request_count", "HTTP requests", ["route", "method", "status"], registry=r
         )
         self.request_duration = Histogram(
-            "zesty_request_duration_seconds", "HTTP request duration", ["route"],
-            buckets=_LATENCY, registry=r,
+            "zesty_request_duration_seconds",
+            "HTTP request duration",
+            ["route"],
+            buckets=_LATENCY,
+            registry=r,
         )
         self.tokenization = Histogram(
-            "zesty_tokenization_duration_seconds", "Tokenization time per request",
-            ["model", "task"], buckets=_LATENCY, registry=r,
+            "zesty_tokenization_duration_seconds",
+            "Tokenization time per request",
+            ["model", "task"],
+            buckets=_LATENCY,
+            registry=r,
         )
         self.inference = Histogram(
-            "zesty_inference_duration_seconds", "Queue + forward time per request",
-            ["model", "task"], buckets=_LATENCY, registry=r,
+            "zesty_inference_duration_seconds",
+            "Queue + forward time per request",
+            ["model", "task"],
+            buckets=_LATENCY,
+            registry=r,
         )
         self.input_tokens = Counter(
             "zesty_input_tokens", "Tokens run through models", ["model", "task"], registry=r
         )
-        self.models_loaded = Gauge(
-            "zesty_models_loaded", "Models ready to serve", registry=r
-        )
+        self.models_loaded = Gauge("zesty_models_loaded", "Models ready to serve", registry=r)
 
     def observe_inference(self, model: str, task: str, timings) -> None:
         self.tokenization.labels(model, task).observe(timings.tokenization_s)

@@ -8,14 +8,14 @@ from typing import Literal
 
 import numpy as np
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from zesty.http.strict import StrictRoute
 from zesty.http.deps import state
+from zesty.http.strict import StrictRoute
 from zesty.serving.inference import run_task
-from zesty.tasks.embeddings import EMBED, POOL_MEAN, EmbedParams
 from zesty.tasks.base import text_inputs
-from fastapi.responses import JSONResponse
+from zesty.tasks.embeddings import EMBED, POOL_MEAN, EmbedParams
 
 router = APIRouter(prefix="/v1", tags=["OpenAI"], route_class=StrictRoute)
 

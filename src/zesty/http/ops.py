@@ -9,9 +9,9 @@ from fastapi.responses import JSONResponse, Response
 
 from zesty import __version__
 from zesty.errors import ZestyError
-from zesty.http.strict import StrictRoute
 from zesty.http.deps import state
 from zesty.http.errors import error_response
+from zesty.http.strict import StrictRoute
 
 router = APIRouter(tags=["Operations"], route_class=StrictRoute)
 

@@ -44,7 +44,9 @@ def _check_strings(value: Any, path: str = "body") -> None:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise JSONRejected(f"{path} contains a lone surrogate (invalid Unicode)", "", 0) from None
+            raise JSONRejected(
+                f"{path} contains a lone surrogate (invalid Unicode)", "", 0
+            ) from None
         match = _CONTROL.search(value)
         if match:
             raise JSONRejected(

@@ -14,8 +14,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from zesty.errors import InvalidInput
-from zesty.http.strict import StrictRoute
 from zesty.http.deps import state
+from zesty.http.strict import StrictRoute
 from zesty.serving.inference import run_task
 from zesty.tasks.base import TaskRequest, check_batch, check_text, text_inputs
 from zesty.tasks.classification import CLASSIFY, ClassifyParams, sigmoid
@@ -94,7 +94,9 @@ async def predict(body: PredictRequest, request: Request) -> JSONResponse:
         check_batch(inputs, limits)
         items = [_sequence(x, limits, f"inputs[{i}]") for i, x in enumerate(inputs)]
         batched = True
-    params = ClassifyParams(truncate=body.truncate, function_to_apply="none" if body.raw_scores else None)
+    params = ClassifyParams(
+        truncate=body.truncate, function_to_apply="none" if body.raw_scores else None
+    )
     req = TaskRequest(items, params, batched)
     result, timings = await run_task(model, CLASSIFY, req)
     st.metrics.observe_inference(model.model_id, CLASSIFY.name, timings)
@@ -172,7 +174,9 @@ async def tokenize(body: TokenizeRequest, request: Request) -> JSONResponse:
     st = state(request)
     model = await st.manager.get(body.model)
     texts, _ = text_inputs(body.inputs, st.settings.limits)
-    prompt = EMBED._prompt(model, EmbedParams(prompt_name=body.prompt_name)) if body.prompt_name else ""
+    prompt = (
+        EMBED._prompt(model, EmbedParams(prompt_name=body.prompt_name)) if body.prompt_name else ""
+    )
     texts = [prompt + t for t in texts]
     tok = model.tokenizer
     encs = (

@@ -127,7 +127,9 @@ def _download(spec: ModelSpec, allow_pickle: bool) -> ResolvedModel:
     except RevisionNotFoundError as exc:
         raise ModelLoadError(f"revision {spec.revision!r} not found for {spec.ref}") from exc
     except GatedRepoError as exc:
-        raise ModelLoadError(f"{spec.ref} is gated: set HF_TOKEN to an account with access") from exc
+        raise ModelLoadError(
+            f"{spec.ref} is gated: set HF_TOKEN to an account with access"
+        ) from exc
     except RepositoryNotFoundError as exc:
         raise ModelLoadError(f"{spec.ref} was not found on the Hub (or needs HF_TOKEN)") from exc
     except LocalEntryNotFoundError as exc:

@@ -63,7 +63,9 @@ class TextTokenizer:
             tok = self._variants.get(key)
             if tok is None:
                 tok = Tokenizer.from_str(self._base.to_str())
-                tok.enable_truncation(max_length, stride=stride, strategy=strategy, direction=direction)
+                tok.enable_truncation(
+                    max_length, stride=stride, strategy=strategy, direction=direction
+                )
                 self._variants[key] = tok
         return tok
 

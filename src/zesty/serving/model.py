@@ -148,4 +148,3 @@ def load_served_model(
 
 def model_files_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-

@@ -114,7 +114,9 @@ def check_batch(items: Sequence[Any], limits: LimitSettings, param: str = "input
         )
 
 
-def text_inputs(inputs: Any, limits: LimitSettings, param: str = "inputs") -> tuple[list[str], bool]:
+def text_inputs(
+    inputs: Any, limits: LimitSettings, param: str = "inputs"
+) -> tuple[list[str], bool]:
     """A string or a list of strings -> (texts, batched)."""
     if inputs is None:
         raise InvalidInput(f"{param} is required", param=param)

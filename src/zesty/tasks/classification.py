@@ -103,7 +103,10 @@ class TextClassification(Task):
         results = []
         for row in self.scores(model, request, outputs):
             ranked = sorted(
-                ({"label": labels.get(i, f"LABEL_{i}"), "score": float(s)} for i, s in enumerate(row)),
+                (
+                    {"label": labels.get(i, f"LABEL_{i}"), "score": float(s)}
+                    for i, s in enumerate(row)
+                ),
                 key=lambda d: d["score"],
                 reverse=True,
             )
@@ -201,7 +204,9 @@ class ZeroShotClassification(Task):
     @staticmethod
     def to_json(result: Any, request: TaskRequest) -> Any:
         # The HF Inference API (and InferenceClient) speak [{label, score}] per input.
-        shaped = [[{"label": lab, "score": s} for lab, s in zip(r["labels"], r["scores"])] for r in result]
+        shaped = [
+            [{"label": lab, "score": s} for lab, s in zip(r["labels"], r["scores"])] for r in result
+        ]
         return shaped if request.batched else shaped[0]
 
 

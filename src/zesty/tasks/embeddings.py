@@ -146,8 +146,7 @@ class FeatureExtraction(Task):
         if params.dimensions is not None:
             if params.dimensions > vectors.shape[1]:
                 raise InvalidInput(
-                    f"dimensions is {params.dimensions}, more than the model's "
-                    f"{vectors.shape[1]}",
+                    f"dimensions is {params.dimensions}, more than the model's {vectors.shape[1]}",
                     param="dimensions",
                 )
             vectors = vectors[:, : params.dimensions]
@@ -197,7 +196,9 @@ class SentenceSimilarity(Task):
         self, model, request: TaskRequest, prepared: Prepared, outputs: list[Outputs]
     ) -> list[float]:
         plain = request.params.model_copy(update={"normalize": True})
-        vectors = EMBED.postprocess(model, TaskRequest(None, plain, True, request.options), prepared, outputs)
+        vectors = EMBED.postprocess(
+            model, TaskRequest(None, plain, True, request.options), prepared, outputs
+        )
         return (vectors[1:] @ vectors[0]).astype(np.float32).tolist()
 
     @staticmethod
