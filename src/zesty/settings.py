@@ -110,7 +110,7 @@ class BatchSettings(_Group):
 
 
 class Settings:
-    """The whole tree; built by the CLI or by tests."""
+    """The whole tree; built by the CLI or by tests. Adding a group = a class + a GROUPS entry."""
 
     GROUPS: dict[str, type[_Group]] = {
         "server": ServerSettings,
@@ -119,21 +119,25 @@ class Settings:
         "batch": BatchSettings,
     }
 
-    def __init__(
-        self,
-        server: ServerSettings | None = None,
-        limits: LimitSettings | None = None,
-        model: ModelSettings | None = None,
-        batch: BatchSettings | None = None,
-    ) -> None:
-        self.server = server or ServerSettings()
-        self.limits = limits or LimitSettings()
-        self.model = model or ModelSettings()
-        self.batch = batch or BatchSettings()
+    server: ServerSettings
+    limits: LimitSettings
+    model: ModelSettings
+    batch: BatchSettings
+
+    def __init__(self, **groups: _Group) -> None:
+        unknown = set(groups) - set(self.GROUPS)
+        if unknown:
+            raise TypeError(f"unknown settings groups: {sorted(unknown)}")
+        for name, cls in self.GROUPS.items():
+            setattr(self, name, groups.get(name) or cls())
 
     @classmethod
     def from_overrides(cls, overrides: dict[str, object]) -> Settings:
         """Build from flat `{field_name: value}` overrides (CLI flags); env fills the rest."""
+        known = {f for group in cls.GROUPS.values() for f in group.model_fields}
+        unknown = set(overrides) - known
+        if unknown:
+            raise TypeError(f"unknown settings: {sorted(unknown)}")
         groups = {}
         for name, group in cls.GROUPS.items():
             mine = {k: v for k, v in overrides.items() if k in group.model_fields}
@@ -141,5 +145,14 @@ class Settings:
         return cls(**groups)
 
     def public(self) -> dict[str, dict[str, object]]:
-        """A JSON-able view for /info (nothing secret lives here yet)."""
-        return {name: getattr(self, name).model_dump() for name in self.GROUPS}
+        """A JSON-able view for /info; fields marked secret are left out."""
+        out = {}
+        for name in self.GROUPS:
+            group = getattr(self, name)
+            secret = {
+                k
+                for k, f in type(group).model_fields.items()
+                if (f.json_schema_extra or {}).get("secret")
+            }
+            out[name] = group.model_dump(exclude=secret)
+        return out
