@@ -175,23 +175,27 @@ class Batcher:
             return [self._run_safely([p])[0] for p in batch]
 
     def _run(self, seqs: list[Encoded]) -> list[Outputs]:
-        runner = self._runner()
-        lengths = [int(s.ids.shape[0]) for s in seqs]
-        width = max(lengths)
-        ids = np.full((len(seqs), width), self._pad_id, dtype=np.int64)
-        mask = np.zeros((len(seqs), width), dtype=np.int64)
-        types = np.zeros((len(seqs), width), dtype=np.int64)
-        for i, s in enumerate(seqs):
-            ids[i, : lengths[i]] = s.ids
-            mask[i, : lengths[i]] = 1
-            if s.type_ids is not None:
-                types[i, : lengths[i]] = s.type_ids
-        out = runner.forward({"input_ids": ids, "attention_mask": mask, "token_type_ids": types})
-        per_token = runner.head.outputs
-        return [
-            {
-                name: (arr[i, : lengths[i]] if per_token[name] else arr[i]).copy()
-                for name, arr in out.items()
-            }
-            for i in range(len(seqs))
-        ]
+        return run_padded(self._runner(), seqs, self._pad_id)
+
+
+def run_padded(runner: Runner, seqs: Sequence[Encoded], pad_id: int) -> list[Outputs]:
+    """Pad sequences into one batch, run it, and cut each output back to its sequence."""
+    lengths = [int(s.ids.shape[0]) for s in seqs]
+    width = max(lengths)
+    ids = np.full((len(seqs), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(seqs), width), dtype=np.int64)
+    types = np.zeros((len(seqs), width), dtype=np.int64)
+    for i, s in enumerate(seqs):
+        ids[i, : lengths[i]] = s.ids
+        mask[i, : lengths[i]] = 1
+        if s.type_ids is not None:
+            types[i, : lengths[i]] = s.type_ids
+    out = runner.forward({"input_ids": ids, "attention_mask": mask, "token_type_ids": types})
+    per_token = runner.head.outputs
+    return [
+        {
+            name: (arr[i, : lengths[i]] if per_token[name] else arr[i]).copy()
+            for name, arr in out.items()
+        }
+        for i in range(len(seqs))
+    ]
