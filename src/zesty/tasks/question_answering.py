@@ -8,7 +8,8 @@ become probabilities over the context tokens, spans are ranked by the outer prod
 and end probabilities (at most `max_answer_len` tokens long), mapped back to characters of
 the context, and equal answers (case-insensitive) found in several chunks add their scores.
 Numbers, tie order, quirks and output shape follow the pipeline: one answer is an object,
-several are a list.
+several are a list. Unlike the pipeline, settings its tokenizer would panic on or that would
+overrun the model (max_seq_len above its maximum, too many chunks) are refused with a 422.
 """
 
 from __future__ import annotations
@@ -186,34 +187,50 @@ class QuestionAnswering(Task):
         return max_seq_len, stride
 
     @staticmethod
-    def _check_chunkable(tok, items, max_seq_len: int, stride: int) -> None:
-        """Where the context must be cut: the question must leave more than `stride` tokens."""
+    def _check_chunks(tok, items, max_seq_len: int, stride: int, cap: int | None) -> None:
+        """Refuse what the tokenizer cannot cut (or cuts into too many chunks), before cutting.
+
+        A context cut into chunks gets `room` tokens per chunk (max_seq_len minus question and
+        special tokens), and the tokenizer needs `room > doc_stride`; the count of chunks is
+        the Rust tokenizer's: one, plus one per further `room - doc_stride` tokens.
+        """
         specials = tok.hf.backend_tokenizer.num_special_tokens_to_add(True)
         questions = tok.encode_plain([q for q, _ in items])
-        for i, ((_, context), q_enc) in enumerate(zip(items, questions, strict=True)):
-            room = max_seq_len - specials - len(q_enc.ids)  # context tokens per chunk
-            if room > stride:
-                continue
-            if len(tok.encode_plain([context])[0].ids) <= room:
+        contexts = tok.encode_plain([c for _, c in items])
+        total = 0
+        for i, (q_enc, c_enc) in enumerate(zip(questions, contexts, strict=True)):
+            room, n_question = max_seq_len - specials - len(q_enc.ids), len(q_enc.ids)
+            total += 1
+            if len(c_enc.ids) <= room:
                 continue  # fits in one chunk: nothing to cut, no constraint
             where = f"inputs[{i}]" if len(items) > 1 else "inputs"
             if room <= 0:
                 raise InvalidInput(
-                    f"{where}.question has {len(q_enc.ids)} tokens, which leaves no room for "
-                    f"the context in max_seq_len ({max_seq_len}) with {specials} special tokens",
+                    f"{where}.question has {n_question} tokens, which leaves no room for the "
+                    f"context in max_seq_len ({max_seq_len}) with {specials} special tokens",
                     param=f"{where}.question",
                 )
+            if stride >= room:
+                raise InvalidInput(
+                    f"parameters.doc_stride ({stride}) must be less than the {room} context "
+                    f"tokens per chunk that {where} leaves (max_seq_len {max_seq_len} minus "
+                    f"the question's {n_question} tokens and {specials} special tokens)",
+                    param="parameters",
+                )
+            total += -(-(len(c_enc.ids) - room) // (room - stride))
+        if cap is not None and total > cap:
             raise InvalidInput(
-                f"parameters.doc_stride ({stride}) must be less than the {room} context tokens "
-                f"per chunk that {where} leaves (max_seq_len {max_seq_len} minus the question's "
-                f"{len(q_enc.ids)} tokens and {specials} special tokens)",
+                f"the contexts make {total} chunks of max_seq_len tokens, more than {cap}; use "
+                "a smaller doc_stride, a larger max_seq_len or shorter contexts",
                 param="parameters",
             )
 
     def preprocess(self, model, request: TaskRequest) -> Prepared:
         tok, params = model.tokenizer, request.params
         max_seq_len, stride = self._lengths(tok, params)
-        self._check_chunkable(tok, request.inputs, max_seq_len, stride)
+        self._check_chunks(
+            tok, request.inputs, max_seq_len, stride, request.options.get("max_chunks")
+        )
         # As the pipeline: a left-padding tokenizer puts the context first and truncates it.
         question_first = tok.hf.padding_side == "right"
         strategy = "only_second" if question_first else "only_first"
@@ -224,13 +241,6 @@ class QuestionAnswering(Task):
             for chunk in [enc, *enc.overflowing]:
                 chunks.append(chunk)
                 owners.append(i)
-        cap = request.options.get("max_chunks")
-        if cap is not None and len(chunks) > cap:
-            raise InvalidInput(
-                f"the contexts make {len(chunks)} chunks of max_seq_len tokens, more than {cap}; "
-                "use a smaller doc_stride, a larger max_seq_len or shorter contexts",
-                param="parameters",
-            )
         types = "token_type_ids" in tok.input_names  # the pipeline feeds only the model's inputs
         sequences = [
             Encoded(
@@ -264,7 +274,7 @@ class QuestionAnswering(Task):
         min_null_score = 1000000.0
         answers: list[dict[str, Any]] = []
         by_text: dict[str, dict[str, Any]] = {}  # equal answers (case-insensitive) add up
-        topk = params.top_k if params.align_to_words else params.top_k
+        topk = params.top_k * 2 + 10 if params.align_to_words else params.top_k
         sequence_index = 1 if question_first else 0
         for enc, out in chunks:
             ids = np.asarray(enc.ids)
