@@ -9,6 +9,7 @@ Rust tokenizer's truncation setting is state, so copies keep concurrent calls in
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from tokenizers import Encoding, Tokenizer
 from zesty.errors import InputTooLong, ModelLoadError
 
 TextInput = str | tuple[str, str]
+_MAX_VARIANTS = 16
 
 # Models whose position ids start after the padding index (RoBERTa's scheme).
 _POSITION_OFFSET_MODELS = {"roberta", "xlm-roberta", "camembert", "mpnet", "data2vec-text", "ibert"}
@@ -38,7 +40,9 @@ class TextTokenizer:
         self.input_names = tuple(hf_tokenizer.model_input_names)
         self.vocab_size = base.get_vocab_size(with_added_tokens=True)
         self._base = base
-        self._variants: dict[tuple, Tokenizer] = {}
+        # (max_length, stride, strategy, direction) -> configured copy; bounded, since
+        # clients choose some of these (QA's max_seq_len and doc_stride).
+        self._variants: OrderedDict[tuple, Tokenizer] = OrderedDict()
         self._lock = threading.Lock()
 
     @classmethod
