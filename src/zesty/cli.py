@@ -9,11 +9,14 @@ import logging
 import sys
 import types
 import typing
+from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import ByteSize
 from pydantic.fields import FieldInfo
 
 from zesty import __version__
+from zesty.context import RequestIdFilter
 from zesty.settings import Settings
 
 
@@ -28,12 +31,21 @@ def _add_field(group: argparse._ArgumentGroup, name: str, field: FieldInfo) -> N
     if origin in (typing.Union, types.UnionType) and len(args) == 1:
         annotation, origin = args[0], typing.get_origin(args[0])
     default = field.get_default(call_default_factory=True)
+    if isinstance(default, ByteSize) and default:
+        default = default.human_readable()
     help_text = f"{field.description or ''} (env ZESTY_{name.upper()}; default: {default})"
     kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
     if annotation is bool:
         group.add_argument(_flag(name), action=argparse.BooleanOptionalAction, **kwargs)
     elif origin is Literal:
         group.add_argument(_flag(name), choices=typing.get_args(annotation), **kwargs)
+    elif origin is list and typing.get_args(annotation) == (str,):
+        # repeatable: --api-key a --api-key b
+        group.add_argument(_flag(name), action="append", type=str, metavar="STR", **kwargs)
+    elif annotation is ByteSize:  # "4GB", "512MiB" or plain bytes; pydantic parses it
+        group.add_argument(_flag(name), type=str, metavar="SIZE", **kwargs)
+    elif annotation is Path:
+        group.add_argument(_flag(name), type=str, metavar="PATH", **kwargs)
     elif annotation in (int, float, str):
         group.add_argument(
             _flag(name), type=annotation, metavar=annotation.__name__.upper(), **kwargs
@@ -75,6 +87,7 @@ class _JSONFormatter(logging.Formatter):
             "time": self.formatTime(record),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "request_id": getattr(record, "request_id", "-"),
             "message": record.getMessage(),
         }
         if record.exc_info:
@@ -87,16 +100,19 @@ def setup_logging(level: str, fmt: str) -> None:
     if fmt == "json":
         handler.setFormatter(_JSONFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
+        )
+    handler.addFilter(RequestIdFilter())  # every line carries the request id ("-" outside one)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
 
 
 def serve(ns: argparse.Namespace) -> int:
-    import uvicorn
     from pydantic import ValidationError
 
+    from zesty import server
     from zesty.http.app import create_app
     from zesty.models.reference import ModelSpec
 
@@ -109,14 +125,7 @@ def serve(ns: argparse.Namespace) -> int:
         return 2
     setup_logging(settings.server.log_level, settings.server.log_format)
     app = create_app(settings, specs)
-    uvicorn.run(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        log_config=None,
-        access_log=settings.server.log_level == "debug",
-    )
-    return 0
+    return server.run(app, settings)
 
 
 def main(argv: list[str] | None = None) -> int:

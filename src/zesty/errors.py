@@ -106,6 +106,20 @@ class ShuttingDown(ZestyError):
     error_type = "unhealthy"
 
 
+class RequestTimeout(ZestyError):
+    """The request ran past `--request-timeout`; its queued work was dropped."""
+
+    status_code = 504
+    error_type = "timeout"
+
+
+class Unauthorized(ZestyError):
+    """A missing or wrong API key (`Authorization: Bearer <key>`)."""
+
+    status_code = 401
+    error_type = "unauthorized"
+
+
 class ModelLoadError(Exception):
     """Raised while loading a model; its message is safe to show (no paths beyond the
     model reference the user gave)."""

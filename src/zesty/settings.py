@@ -10,10 +10,11 @@ component that owns them (the HTTP layer gets `ServerSettings`, the batcher gets
 from __future__ import annotations
 
 import os
-from typing import Literal
+from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import ByteSize, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def physical_cores() -> int:
@@ -109,6 +110,99 @@ class BatchSettings(_Group):
     )
 
 
+class ServingSettings(_Group):
+    """Admission, deadlines and shutdown."""
+
+    max_concurrent_requests: int = Field(
+        512,
+        ge=1,
+        description="Most inference requests in the server at once (computing + queued). Beyond "
+        "it a request gets 429 overloaded with Retry-After, before its body is read.",
+    )
+    request_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a request may take; past it the caller gets 504 timeout and its "
+        "queued work is dropped.",
+    )
+    graceful_timeout: float = Field(
+        30.0,
+        ge=0,
+        description="On SIGTERM, seconds in-flight requests get to finish before the process "
+        "exits (new requests get 503 meanwhile).",
+    )
+
+
+class CacheSettings(_Group):
+    """Tokenization and response caches."""
+
+    tokenization_cache_size: int = Field(
+        20_000, ge=0, description="Tokenized texts kept per model (LRU); 0 disables the cache."
+    )
+    response_cache_size: ByteSize = Field(
+        ByteSize(128 * 1024**2),
+        ge=0,
+        description="Bytes of answers kept (LRU), e.g. 128MiB; 0 disables the response cache.",
+    )
+
+
+class AccessSettings(_Group):
+    """API keys and CORS."""
+
+    api_key: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="An API key clients must send as `Authorization: Bearer <key>` (repeat the "
+        "flag for several; the env var takes a comma-separated list). Unset: no auth.",
+        json_schema_extra={"secret": True},
+    )
+    api_key_file: Path | None = Field(
+        None,
+        description="A file with one API key per line (blank lines and # comments skipped).",
+        json_schema_extra={"secret": True},
+    )
+    cors_allow_origin: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="An origin allowed to call the API from a browser ('*' for any; repeat for "
+        "several; the env var takes a comma-separated list). Unset: CORS is off.",
+    )
+
+    @field_validator("api_key", "cors_allow_origin", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _read_key_file(self) -> AccessSettings:
+        if self.api_key_file is not None:
+            try:
+                lines = self.api_key_file.read_text().splitlines()
+            except OSError as exc:
+                raise ValueError(f"cannot read --api-key-file: {exc.strerror}") from None
+            keys = [k.strip() for k in lines if k.strip() and not k.strip().startswith("#")]
+            if not keys:
+                raise ValueError("--api-key-file has no key in it")
+            self.api_key = [*self.api_key, *keys]
+        if any(not k or k != k.strip() or not k.isprintable() for k in self.api_key):
+            raise ValueError("an API key must be printable, without surrounding spaces")
+        return self
+
+
+class LifecycleSettings(_Group):
+    """When models load and unload."""
+
+    lazy: bool = Field(
+        False, description="Load a model on its first request instead of at startup."
+    )
+    max_models_memory: ByteSize = Field(
+        ByteSize(0),
+        ge=0,
+        description="Memory budget for loaded models, e.g. 4GB (estimated from their weights); "
+        "loading past it unloads the least recently used idle model. 0: no budget.",
+    )
+
+
 class Settings:
     """The whole tree; built by the CLI or by tests. Adding a group = a class + a GROUPS entry."""
 
@@ -117,12 +211,20 @@ class Settings:
         "limits": LimitSettings,
         "model": ModelSettings,
         "batch": BatchSettings,
+        "serving": ServingSettings,
+        "cache": CacheSettings,
+        "access": AccessSettings,
+        "lifecycle": LifecycleSettings,
     }
 
     server: ServerSettings
     limits: LimitSettings
     model: ModelSettings
     batch: BatchSettings
+    serving: ServingSettings
+    cache: CacheSettings
+    access: AccessSettings
+    lifecycle: LifecycleSettings
 
     def __init__(self, **groups: _Group) -> None:
         unknown = set(groups) - set(self.GROUPS)

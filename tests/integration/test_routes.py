@@ -84,7 +84,10 @@ def test_health_ready_info_metrics(c):
     assert {"torch", "transformers", "zesty"} <= set(info["versions"])
     c.post("/", json={"inputs": "count me"})
     text = c.get("/metrics").text
-    assert 'zesty_request_count_total{method="POST",route="/",status="200"}' in text
+    assert (
+        'zesty_request_count_total{method="POST",model="sentence-transformers/all-MiniLM-L6-v2",'
+        'route="/",status="200",task="feature-extraction"}' in text
+    )
     assert "zesty_inference_duration_seconds_bucket" in text
     assert "zesty_models_loaded 1.0" in text
 

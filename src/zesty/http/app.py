@@ -11,21 +11,27 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from zesty import __version__
+from zesty import __version__, context
 from zesty.http import hf, openai, ops, tei
+from zesty.http.admission import AdmissionMiddleware
+from zesty.http.auth import AuthMiddleware, CORSMiddleware, cors_middleware_options
 from zesty.http.deps import State
 from zesty.http.errors import install_error_handlers, scope_error_response
 from zesty.http.metrics import Metrics
 from zesty.http.strict import BodyLimitMiddleware
 from zesty.models.reference import ModelSpec
+from zesty.serving.admission import Admission
+from zesty.serving.cache import LRUCache, ResponseCache
 from zesty.serving.manager import ModelManager
+from zesty.serving.model import ServedModel
 from zesty.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 class TelemetryMiddleware:
-    """Request ids (an incoming `x-request-id` is kept) and per-route request metrics."""
+    """Request ids (an incoming `x-request-id` is kept), the request context (for logs and
+    labels) and per-route request metrics labelled by model and task."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -38,6 +44,7 @@ class TelemetryMiddleware:
         incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming[:128] if incoming.isprintable() and incoming else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        ctx, token = context.open_request(request_id)
         start = time.perf_counter()
         status = 500
 
@@ -53,16 +60,41 @@ class TelemetryMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            context.close_request(token)
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
-            self.metrics.observe_request(path, scope["method"], status, time.perf_counter() - start)
+            self.metrics.observe_request(
+                path, scope["method"], status, time.perf_counter() - start, ctx.model, ctx.task
+            )
 
 
 def create_app(settings: Settings, specs: list[ModelSpec]) -> FastAPI:
     specs = specs or [ModelSpec.embedded_default()]
+    # One compute thread for every model: forward passes never fight for the same cores.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zesty-compute")
-    manager = ModelManager(specs, settings.model, settings.batch, executor)
     metrics = Metrics()
+    response_cache = ResponseCache(int(settings.cache.response_cache_size))
+    admission = Admission(settings.serving.max_concurrent_requests)
+
+    def prepare(model: ServedModel) -> None:
+        """Attach the shared caches and the metrics hooks to a freshly loaded model."""
+        model.response_cache = response_cache
+        model.batch_observer = metrics.batch_observer(model.model_id)
+        if settings.cache.tokenization_cache_size:
+            model.tokenizer.cache = LRUCache(
+                settings.cache.tokenization_cache_size,
+                on_lookup=metrics.cache_lookup(model.model_id, "tokenization"),
+            )
+
+    manager = ModelManager(
+        specs,
+        settings.model,
+        settings.batch,
+        executor,
+        settings.lifecycle,
+        prepare=prepare,
+        on_loaded=lambda model_id, s: metrics.load_duration.labels(model_id).observe(s),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -84,12 +116,37 @@ def create_app(settings: Settings, specs: list[ModelSpec]) -> FastAPI:
         "OpenAI and TEI routes.",
         lifespan=lifespan,
     )
-    app.state.zesty = State(settings=settings, manager=manager, metrics=metrics)
+    app.state.zesty = State(
+        settings=settings,
+        manager=manager,
+        metrics=metrics,
+        admission=admission,
+        response_cache=response_cache,
+    )
     for router in (ops.router, openai.router, tei.router, hf.router):
         app.include_router(router)
     install_error_handlers(app)
+    # Added innermost first. A request meets: CORS -> telemetry (request id, metrics) ->
+    # API key (401) -> admission (429/503, deadline 504, disconnects) -> body limit (413).
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.server.max_payload, on_error=scope_error_response
     )
+    app.add_middleware(
+        AdmissionMiddleware,
+        admission=admission,
+        timeout_s=settings.serving.request_timeout,
+        metrics=metrics,
+        on_error=scope_error_response,
+    )
+    app.add_middleware(
+        AuthMiddleware,
+        keys=settings.access.api_key,
+        metrics=metrics,
+        on_error=scope_error_response,
+    )
     app.add_middleware(TelemetryMiddleware, metrics=metrics)
+    if settings.access.cors_allow_origin:
+        app.add_middleware(
+            CORSMiddleware, **cors_middleware_options(settings.access.cors_allow_origin)
+        )
     return app

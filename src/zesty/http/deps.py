@@ -1,16 +1,18 @@
-"""What routes get from the app: the settings, the model manager, the metrics."""
+"""What routes get from the app: settings, model manager, metrics, admission, cache."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fastapi import Request
+from fastapi import Header, Request
 
 from zesty.settings import Settings
 
 if TYPE_CHECKING:
     from zesty.http.metrics import Metrics
+    from zesty.serving.admission import Admission
+    from zesty.serving.cache import ResponseCache
     from zesty.serving.manager import ModelManager
 
 
@@ -19,7 +21,18 @@ class State:
     settings: Settings
     manager: ModelManager
     metrics: Metrics
+    admission: Admission
+    response_cache: ResponseCache
 
 
 def state(request: Request) -> State:
     return request.app.state.zesty
+
+
+def header_use_cache(
+    x_use_cache: str | None = Header(
+        None, description="`false` answers without reading the response cache."
+    ),
+) -> bool:
+    """The `x-use-cache` header: anything but false/0/no allows the response cache."""
+    return (x_use_cache or "").strip().lower() not in ("false", "0", "no")

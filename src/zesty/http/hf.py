@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from zesty.errors import InvalidInput
-from zesty.http.deps import State, state
+from zesty.http.deps import State, header_use_cache, state
 from zesty.http.strict import StrictRoute
 from zesty.serving.inference import run_task
 from zesty.tasks.registry import task_for_model
@@ -49,6 +49,7 @@ async def _infer(
     task_name: str | None,
     body: HFRequest,
     wait_header: str | None,
+    use_cache: bool,
 ) -> JSONResponse:
     options = body.options or HFOptions()
     wait = options.wait_for_model or _truthy(wait_header)
@@ -61,7 +62,9 @@ async def _infer(
             raise InvalidInput(f"{sorted(extra)[0]}: unknown field", param=sorted(extra)[0])
         parameters.update(extra)
     request = task.parse(body.inputs, parameters, st.settings.limits)
-    result, timings = await run_task(model, task, request)
+    result, timings = await run_task(
+        model, task, request, use_cache=use_cache and options.use_cache
+    )
     st.metrics.observe_inference(model.model_id, task.name, timings)
     return JSONResponse(task.to_json(result, request), headers=timings.headers())
 
@@ -73,19 +76,27 @@ async def pipeline(
     body: HFRequest,
     request: Request,
     x_wait_for_model: str | None = Header(None),
+    use_cache: bool = Depends(header_use_cache),
 ) -> JSONResponse:
-    return await _infer(state(request), model_id, task, body, x_wait_for_model)
+    return await _infer(state(request), model_id, task, body, x_wait_for_model, use_cache)
 
 
 @router.post("/models/{model_id:path}", summary="Run a model's task")
 async def models(
-    model_id: str, body: HFRequest, request: Request, x_wait_for_model: str | None = Header(None)
+    model_id: str,
+    body: HFRequest,
+    request: Request,
+    x_wait_for_model: str | None = Header(None),
+    use_cache: bool = Depends(header_use_cache),
 ) -> JSONResponse:
-    return await _infer(state(request), model_id, None, body, x_wait_for_model)
+    return await _infer(state(request), model_id, None, body, x_wait_for_model, use_cache)
 
 
 @router.post("/", summary="Run the first served model's task")
 async def root(
-    body: HFRequest, request: Request, x_wait_for_model: str | None = Header(None)
+    body: HFRequest,
+    request: Request,
+    x_wait_for_model: str | None = Header(None),
+    use_cache: bool = Depends(header_use_cache),
 ) -> JSONResponse:
-    return await _infer(state(request), None, None, body, x_wait_for_model)
+    return await _infer(state(request), None, None, body, x_wait_for_model, use_cache)

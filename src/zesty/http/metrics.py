@@ -1,6 +1,8 @@
 """Prometheus metrics (TGI/TEI style, `zesty_` prefix, labelled by model).
 
-Each app owns its registry, so several apps (tests, several workers) never collide.
+Each app owns its registry, so several apps (tests, several workers) never collide. Request
+metrics are labelled by route, model and task (empty for routes without a model); the
+batcher, the caches and the model manager report through small hooks built here.
 """
 
 from __future__ import annotations
@@ -9,7 +11,27 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from zesty.serving.batcher import BatchRecord
+
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_BATCH_TOKENS = (16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768)
+_RATIO = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
+_LOAD = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class _ModelBatchObserver:
+    def __init__(self, metrics: Metrics, model: str) -> None:
+        self.size = metrics.batch_size.labels(model)
+        self.tokens = metrics.batch_tokens.labels(model)
+        self.padding = metrics.padding_ratio.labels(model)
+        self.forward = metrics.forward.labels(model)
+
+    def batch_done(self, record: BatchRecord) -> None:
+        self.size.observe(record.size)
+        self.tokens.observe(record.padded_tokens)
+        self.padding.observe(record.padding_ratio)
+        self.forward.observe(record.forward_s)
 
 
 class Metrics:
@@ -17,13 +39,33 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.started_at: float | None = None
-        self.requests = Counter(
-            "zesty_request_count", "HTTP requests", ["route", "method", "status"], registry=r
-        )
+        labels = ["route", "method", "status", "model", "task"]
+        self.requests = Counter("zesty_request_count", "HTTP requests", labels, registry=r)
         self.request_duration = Histogram(
             "zesty_request_duration_seconds",
             "HTTP request duration",
-            ["route"],
+            labels,
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "zesty_requests_in_flight",
+            "Inference requests admitted (computing + queued)",
+            registry=r,
+        )
+        self.rejected = Counter(
+            "zesty_request_failure",
+            "Requests refused or abandoned before an answer",
+            ["reason"],  # overloaded | shutting_down | timeout | disconnected | unauthorized
+            registry=r,
+        )
+        self.queue_size = Gauge(
+            "zesty_queue_size", "Sequences waiting for a forward pass", ["model"], registry=r
+        )
+        self.queue = Histogram(
+            "zesty_queue_duration_seconds",
+            "Time a request waited for its forward pass",
+            ["model", "task"],
             buckets=_LATENCY,
             registry=r,
         )
@@ -36,7 +78,7 @@ class Metrics:
         )
         self.inference = Histogram(
             "zesty_inference_duration_seconds",
-            "Queue + forward time per request",
+            "Forward time per request (its batches)",
             ["model", "task"],
             buckets=_LATENCY,
             registry=r,
@@ -44,16 +86,77 @@ class Metrics:
         self.input_tokens = Counter(
             "zesty_input_tokens", "Tokens run through models", ["model", "task"], registry=r
         )
+        self.batch_size = Histogram(
+            "zesty_batch_size",
+            "Sequences per forward pass",
+            ["model"],
+            buckets=_BATCH_SIZES,
+            registry=r,
+        )
+        self.batch_tokens = Histogram(
+            "zesty_batch_tokens",
+            "Padded tokens (sequences x longest) per forward pass",
+            ["model"],
+            buckets=_BATCH_TOKENS,
+            registry=r,
+        )
+        self.padding_ratio = Histogram(
+            "zesty_batch_padding_ratio",
+            "Share of a forward pass's tokens that are padding",
+            ["model"],
+            buckets=_RATIO,
+            registry=r,
+        )
+        self.forward = Histogram(
+            "zesty_batch_forward_duration_seconds",
+            "Forward pass duration",
+            ["model"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.cache_hits = Counter("zesty_cache_hits", "Cache hits", ["model", "cache"], registry=r)
+        self.cache_misses = Counter(
+            "zesty_cache_misses", "Cache misses", ["model", "cache"], registry=r
+        )
+        self.cache_bytes = Gauge(
+            "zesty_response_cache_bytes", "Bytes held by the response cache", registry=r
+        )
         self.models_loaded = Gauge("zesty_models_loaded", "Models ready to serve", registry=r)
+        self.load_duration = Histogram(
+            "zesty_model_load_duration_seconds",
+            "Model load time",
+            ["model"],
+            buckets=_LOAD,
+            registry=r,
+        )
+
+    # -- hooks -------------------------------------------------------------------------------
+
+    def batch_observer(self, model: str) -> _ModelBatchObserver:
+        return _ModelBatchObserver(self, model)
+
+    def cache_lookup(self, model: str, cache: str):
+        """A `hit: bool -> None` callback counting one cache's lookups."""
+        hits = self.cache_hits.labels(model, cache)
+        misses = self.cache_misses.labels(model, cache)
+        return lambda hit: (hits if hit else misses).inc()
 
     def observe_inference(self, model: str, task: str, timings) -> None:
+        if timings.cache:
+            self.cache_lookup(model, "response")(timings.cache == "hit")
+        if timings.cache == "hit":
+            return  # nothing was computed for this request
         self.tokenization.labels(model, task).observe(timings.tokenization_s)
+        self.queue.labels(model, task).observe(timings.queue_s)
         self.inference.labels(model, task).observe(timings.inference_s)
         self.input_tokens.labels(model, task).inc(timings.tokens)
 
-    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, method, str(status)).inc()
-        self.request_duration.labels(route).observe(seconds)
+    def observe_request(
+        self, route: str, method: str, status: int, seconds: float, model: str = "", task: str = ""
+    ) -> None:
+        labels = (route, method, str(status), model, task)
+        self.requests.labels(*labels).inc()
+        self.request_duration.labels(*labels).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

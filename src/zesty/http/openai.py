@@ -7,11 +7,11 @@ import time
 from typing import Literal
 
 import numpy as np
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from zesty.http.deps import state
+from zesty.http.deps import header_use_cache, state
 from zesty.http.strict import StrictRoute
 from zesty.serving.inference import run_task
 from zesty.tasks.base import text_inputs
@@ -32,7 +32,9 @@ class EmbeddingsRequest(BaseModel):
 
 
 @router.post("/embeddings", summary="Create embeddings")
-async def embeddings(body: EmbeddingsRequest, request: Request) -> JSONResponse:
+async def embeddings(
+    body: EmbeddingsRequest, request: Request, use_cache: bool = Depends(header_use_cache)
+) -> JSONResponse:
     st = state(request)
     model = await st.manager.find(EMBED.name, body.model)
     params = EmbedParams(dimensions=body.dimensions)
@@ -47,7 +49,7 @@ async def embeddings(body: EmbeddingsRequest, request: Request) -> JSONResponse:
 
         task_request = TaskRequest(texts, params, batched)
     task_request.options["pooling"] = POOL_MEAN
-    vectors, timings = await run_task(model, EMBED, task_request)
+    vectors, timings = await run_task(model, EMBED, task_request, use_cache=use_cache)
     st.metrics.observe_inference(model.model_id, EMBED.name, timings)
     data = []
     for i, vec in enumerate(vectors):

@@ -21,9 +21,14 @@ async def health() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/ready", summary="Every model is loaded (503 until then)")
+@router.get("/ready", summary="Every model is loaded (503 until then, and while shutting down)")
 async def ready(request: Request) -> JSONResponse:
-    manager = state(request).manager
+    st = state(request)
+    manager = st.manager
+    if st.admission.draining:
+        err = ZestyError("not ready: the server is shutting down")
+        err.status_code, err.error_type = 503, "unhealthy"
+        return error_response(request.url.path, err)
     if manager.ready:
         return JSONResponse({"status": "ready"})
     pending = [e.spec.served_id for e in manager.entries.values() if e.state != "ready"]
@@ -59,5 +64,10 @@ async def info(request: Request) -> dict:
 @router.get("/metrics", summary="Prometheus metrics")
 async def metrics(request: Request) -> Response:
     st = state(request)
-    st.metrics.models_loaded.set(sum(e.state == "ready" for e in st.manager.entries.values()))
+    m = st.metrics
+    m.models_loaded.set(sum(e.state == "ready" for e in st.manager.entries.values()))
+    for model_id, entry in st.manager.entries.items():
+        model = entry.model
+        m.queue_size.labels(model_id).set(model.queue_size() if model is not None else 0)
+    m.cache_bytes.set(st.response_cache.bytes)
     return Response(st.metrics.render(), media_type="text/plain; version=0.0.4")

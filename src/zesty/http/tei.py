@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from zesty.errors import InvalidInput
-from zesty.http.deps import state
+from zesty.http.deps import header_use_cache, state
 from zesty.http.strict import StrictRoute
 from zesty.serving.inference import run_task
 from zesty.tasks.base import TaskRequest, check_batch, check_text, text_inputs
@@ -40,7 +40,9 @@ class EmbedRequest(_Body):
 
 
 @router.post("/embed", summary="Sentence embeddings (always a list of vectors)")
-async def embed(body: EmbedRequest, request: Request) -> JSONResponse:
+async def embed(
+    body: EmbedRequest, request: Request, use_cache: bool = Depends(header_use_cache)
+) -> JSONResponse:
     st = state(request)
     model = await st.manager.find(EMBED.name, body.model)
     params = EmbedParams(
@@ -59,7 +61,7 @@ async def embed(body: EmbedRequest, request: Request) -> JSONResponse:
         texts, _ = text_inputs(inputs, st.settings.limits)
         req = TaskRequest(texts, params, True)
     req.options["pooling"] = POOL_MEAN
-    vectors, timings = await run_task(model, EMBED, req)
+    vectors, timings = await run_task(model, EMBED, req, use_cache=use_cache)
     st.metrics.observe_inference(model.model_id, EMBED.name, timings)
     return JSONResponse(vectors.tolist(), headers=timings.headers())
 
@@ -81,7 +83,9 @@ def _sequence(item: Any, limits, param: str) -> str | tuple[str, str]:
 
 
 @router.post("/predict", summary="Sequence classification")
-async def predict(body: PredictRequest, request: Request) -> JSONResponse:
+async def predict(
+    body: PredictRequest, request: Request, use_cache: bool = Depends(header_use_cache)
+) -> JSONResponse:
     st = state(request)
     limits = st.settings.limits
     model = await st.manager.find(CLASSIFY.name, body.model)
@@ -98,7 +102,7 @@ async def predict(body: PredictRequest, request: Request) -> JSONResponse:
         truncate=body.truncate, function_to_apply="none" if body.raw_scores else None
     )
     req = TaskRequest(items, params, batched)
-    result, timings = await run_task(model, CLASSIFY, req)
+    result, timings = await run_task(model, CLASSIFY, req, use_cache=use_cache)
     st.metrics.observe_inference(model.model_id, CLASSIFY.name, timings)
     return JSONResponse(result if batched else result[0], headers=timings.headers())
 
@@ -115,12 +119,14 @@ class SimilarityRequest(_Body):
 
 
 @router.post("/similarity", summary="Cosine similarity of sentences to a source sentence")
-async def similarity(body: SimilarityRequest, request: Request) -> JSONResponse:
+async def similarity(
+    body: SimilarityRequest, request: Request, use_cache: bool = Depends(header_use_cache)
+) -> JSONResponse:
     st = state(request)
     task = get_task("sentence-similarity")
     model = await st.manager.find(task.name, body.model)
     req = task.parse(body.inputs.model_dump(), body.parameters or {}, st.settings.limits)
-    result, timings = await run_task(model, task, req)
+    result, timings = await run_task(model, task, req, use_cache=use_cache)
     st.metrics.observe_inference(model.model_id, task.name, timings)
     return JSONResponse(result, headers=timings.headers())
 
@@ -135,7 +141,9 @@ class RerankRequest(_Body):
 
 
 @router.post("/rerank", summary="Rank texts against a query with a cross-encoder")
-async def rerank(body: RerankRequest, request: Request) -> JSONResponse:
+async def rerank(
+    body: RerankRequest, request: Request, use_cache: bool = Depends(header_use_cache)
+) -> JSONResponse:
     st = state(request)
     limits = st.settings.limits
     model = await st.manager.find(CLASSIFY.name, body.model)
@@ -149,7 +157,7 @@ async def rerank(body: RerankRequest, request: Request) -> JSONResponse:
     texts = [check_text(t, limits, f"texts[{i}]") for i, t in enumerate(body.texts)]
     params = ClassifyParams(truncate=body.truncate, function_to_apply="none")
     req = TaskRequest([(query, t) for t in texts], params, True)
-    prepared_scores, timings = await run_task(model, CLASSIFY, req)
+    prepared_scores, timings = await run_task(model, CLASSIFY, req, use_cache=use_cache)
     st.metrics.observe_inference(model.model_id, "rerank", timings)
     raw = np.array([r[0]["score"] for r in prepared_scores], dtype=np.float32)
     scores = raw if body.raw_scores else sigmoid(raw)

@@ -25,6 +25,9 @@ _POSITION_OFFSET_MODELS = {"roberta", "xlm-roberta", "camembert", "mpnet", "data
 
 
 class TextTokenizer:
+    #: an encodings cache (get/put), set by the server; None encodes every time
+    cache = None
+
     def __init__(self, hf_tokenizer, max_length: int) -> None:
         backend = getattr(hf_tokenizer, "backend_tokenizer", None)
         if backend is None:
@@ -86,7 +89,7 @@ class TextTokenizer:
         """Encode a batch with special tokens; too-long inputs are truncated only on request."""
         limit = min(max_length or self.max_length, self.max_length)
         tok = self.variant(limit, 0, strategy, direction)
-        encodings = tok.encode_batch(list(inputs), add_special_tokens=True)
+        encodings = self._encode_cached(tok, (limit, strategy, direction), list(inputs))
         if not truncate:
             for i, enc in enumerate(encodings):
                 if enc.overflowing:
@@ -97,6 +100,20 @@ class TextTokenizer:
                         param=param,
                     )
         return encodings
+
+    def _encode_cached(self, tok: Tokenizer, variant: tuple, inputs: list) -> list[Encoding]:
+        cache = self.cache
+        if cache is None:
+            return tok.encode_batch(inputs, add_special_tokens=True)
+        keys = [(*variant, x if isinstance(x, str) else tuple(x)) for x in inputs]
+        found = [cache.get(k) for k in keys]
+        missing = [i for i, enc in enumerate(found) if enc is None]
+        if missing:
+            fresh = tok.encode_batch([inputs[i] for i in missing], add_special_tokens=True)
+            for i, enc in zip(missing, fresh):
+                found[i] = enc
+                cache.put(keys[i], enc)
+        return found
 
     def encode_plain(self, texts: Sequence[str]) -> list[Encoding]:
         """Encode without special tokens or truncation (e.g. fill-mask targets)."""

@@ -1,21 +1,26 @@
 """Dynamic batching: one asyncio queue per (model, head), one future per sequence.
 
-Callers submit tokenized sequences and await their outputs. A single consumer task takes
-everything queued (up to `max_batch_size` sequences and `max_batch_tokens` padded tokens),
-sorts it by length so padding stays small, and runs the forward pass on the shared compute
-executor, off the event loop. When the model is idle a request runs at once; while it is
-busy, requests accumulate and form the next batch (optionally waiting `max_batch_wait_ms`
-for more). A failing batch is retried item by item so one bad sequence fails alone.
+Callers submit tokenized sequences and await their outputs. A single consumer task keeps a
+window of waiting sequences (everything queued, up to a few batches' worth), sorts it by
+length, cuts it into batches that respect `max_batch_size` and `max_batch_tokens` (padded
+tokens: sequences x longest), and runs the batch holding the oldest sequence, so similar
+lengths share a forward pass (little padding) and nobody starves. The forward pass runs on the
+shared compute executor, off the event loop. When the model is idle a request runs at once;
+when sequences were already waiting, a non-full batch may wait `max_batch_wait_ms` for more.
+A failing batch is retried item by item so one bad sequence fails alone; a caller that leaves
+(timeout, disconnect) has its sequences dropped before they run; the loop never dies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -24,6 +29,9 @@ from zesty.runtime.base import Runner
 from zesty.settings import BatchSettings
 
 log = logging.getLogger(__name__)
+
+#: how many batches' worth of sequences the consumer looks at when grouping by length
+WINDOW_BATCHES = 4
 
 
 @dataclass
@@ -39,6 +47,7 @@ class _Pending:
     seq: Encoded
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
+    started: float | None = None  # when its forward pass began (set on the compute thread)
 
     @property
     def length(self) -> int:
@@ -46,6 +55,32 @@ class _Pending:
 
 
 Outputs = dict[str, np.ndarray]
+
+
+@dataclass
+class BatchStats:
+    """What one caller's sequences went through; `submit` fills it in."""
+
+    queue_s: float = 0.0  # longest wait of one of its sequences before its forward pass began
+    compute_s: float = 0.0  # the rest of the time spent in submit (forward passes, unpadding)
+
+
+@dataclass
+class BatchRecord:
+    """One forward pass, for metrics."""
+
+    size: int
+    tokens: int  # real tokens
+    padded_tokens: int  # size x longest
+    forward_s: float
+
+    @property
+    def padding_ratio(self) -> float:
+        return 1.0 - self.tokens / self.padded_tokens if self.padded_tokens else 0.0
+
+
+class BatchObserver(Protocol):
+    def batch_done(self, record: BatchRecord) -> None: ...
 
 
 class Batcher:
@@ -57,36 +92,47 @@ class Batcher:
         pad_id: int,
         settings: BatchSettings,
         executor: Executor,
+        observer: BatchObserver | None = None,
     ) -> None:
         self.name = name
         self._runner = runner
         self._pad_id = pad_id
         self._settings = settings
         self._executor = executor
+        self.observer = observer
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._task: asyncio.Task | None = None
-        self._held: _Pending | None = None  # taken from the queue but did not fit the last batch
+        self._window: list[_Pending] = []  # taken from the queue, not yet run
+        self.busy = False  # a forward pass is running
 
     @property
     def queue_size(self) -> int:
-        return self._queue.qsize() + (1 if self._held else 0)
+        """Sequences waiting (not yet in a forward pass), cancelled ones included until seen."""
+        return self._queue.qsize() + len(self._window)
 
-    async def submit(self, sequences: Sequence[Encoded]) -> list[Outputs]:
+    async def submit(
+        self, sequences: Sequence[Encoded], stats: BatchStats | None = None
+    ) -> list[Outputs]:
         """Run sequences (possibly in several batches) and return one output dict each."""
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._loop(), name=self.name)
         loop = asyncio.get_running_loop()
-        futures = []
-        for seq in sequences:
-            fut = loop.create_future()
-            self._queue.put_nowait(_Pending(seq, fut))
-            futures.append(fut)
+        if self._task is None or self._task.done():
+            # an empty context: the loop must not carry the first caller's request id
+            self._task = contextvars.Context().run(loop.create_task, self._loop(), name=self.name)
+        begin = time.perf_counter()
+        pending = [_Pending(seq, loop.create_future()) for seq in sequences]
+        for p in pending:
+            self._queue.put_nowait(p)
         try:
-            return list(await asyncio.gather(*futures))
+            outputs = list(await asyncio.gather(*(p.future for p in pending)))
         except BaseException:
-            for fut in futures:  # a caller that leaves takes its sequences out of the queue
-                fut.cancel()
+            for p in pending:  # a caller that leaves takes its sequences out of the queue
+                p.future.cancel()
             raise
+        if stats is not None:
+            started = [p.started for p in pending if p.started is not None]
+            stats.queue_s = max((s - p.enqueued for s, p in zip(started, pending)), default=0.0)
+            stats.compute_s = max(time.perf_counter() - begin - stats.queue_s, 0.0)
+        return outputs
 
     async def close(self) -> None:
         if self._task is not None:
@@ -96,49 +142,66 @@ class Batcher:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        for p in self._window:
+            p.future.cancel()
+        self._window.clear()
+        while not self._queue.empty():
+            self._queue.get_nowait().future.cancel()
 
     # -- consumer --------------------------------------------------------------------------
 
-    def _fits(self, batch: list[_Pending], item: _Pending) -> bool:
-        if len(batch) >= self._settings.max_batch_size:
-            return False
-        longest = max([item.length] + [p.length for p in batch])
-        return longest * (len(batch) + 1) <= self._settings.max_batch_tokens or not batch
+    def _live_window(self) -> list[_Pending]:
+        self._window = [p for p in self._window if not p.future.done()]
+        return self._window
 
-    def _next_live(self) -> _Pending | None:
-        if self._held is not None:
-            item, self._held = self._held, None
-            return item
-        while not self._queue.empty():
+    def _fill_window(self) -> None:
+        cap = WINDOW_BATCHES * self._settings.max_batch_size
+        while len(self._window) < cap and not self._queue.empty():
             item = self._queue.get_nowait()
             if not item.future.done():
-                return item
-        return None
+                self._window.append(item)
+
+    def _partition(self, items: list[_Pending]) -> list[list[_Pending]]:
+        """Length-sorted items cut into batches within the size cap and the token budget."""
+        batches: list[list[_Pending]] = []
+        current: list[_Pending] = []
+        for item in sorted(items, key=lambda p: p.length):
+            grown = len(current) + 1
+            too_big = item.length * grown > self._settings.max_batch_tokens
+            if current and (grown > self._settings.max_batch_size or too_big):
+                batches.append(current)
+                current = []
+            current.append(item)
+        if current:
+            batches.append(current)
+        return batches
 
     async def _collect(self) -> list[_Pending]:
-        first = self._next_live()
-        while first is None:
-            first = await self._queue.get()
-            if first.future.done():
-                first = None
-        batch = [first]
-        deadline = time.perf_counter() + self._settings.max_batch_wait_ms / 1000
-        while True:
-            item = self._next_live()
-            if item is None:
+        self._fill_window()
+        idle = not self._live_window()
+        while not self._live_window():
+            item = await self._queue.get()
+            if not item.future.done():
+                self._window.append(item)
+            self._fill_window()
+        wait_s = self._settings.max_batch_wait_ms / 1000
+        if not idle and wait_s > 0:  # traffic is flowing: let a small batch fill up a little
+            deadline = time.perf_counter() + wait_s
+            while len(self._live_window()) < self._settings.max_batch_size:
                 remaining = deadline - time.perf_counter()
-                if remaining <= 0 or len(batch) >= self._settings.max_batch_size:
+                if remaining <= 0:
                     break
                 try:
                     item = await asyncio.wait_for(self._queue.get(), remaining)
                 except asyncio.TimeoutError:
                     break
-                if item.future.done():
-                    continue
-            if not self._fits(batch, item):
-                self._held = item
-                break
-            batch.append(item)
+                if not item.future.done():
+                    self._window.append(item)
+        window = self._live_window()
+        oldest = min(window, key=lambda p: p.enqueued)
+        batch = next(b for b in self._partition(window) if any(p is oldest for p in b))
+        chosen = {id(p) for p in batch}
+        self._window = [p for p in window if id(p) not in chosen]
         return batch
 
     async def _loop(self) -> None:
@@ -148,13 +211,21 @@ class Batcher:
             batch = [p for p in batch if not p.future.done()]
             if not batch:
                 continue
-            batch.sort(key=lambda p: p.length)
+            self.busy = True
             try:
-                results = await loop.run_in_executor(self._executor, self._run_safely, batch)
+                results, record = await loop.run_in_executor(
+                    self._executor, self._run_safely, batch
+                )
             except asyncio.CancelledError:
                 for p in batch:
                     p.future.cancel()
                 raise
+            except Exception:  # noqa: BLE001 - the loop must outlive any failure
+                log.exception("batch failed in %s", self.name)
+                err = ModelError("the model failed on this batch")
+                results, record = [err] * len(batch), None
+            finally:
+                self.busy = False
             for pending, result in zip(batch, results):
                 if pending.future.done():
                     continue
@@ -162,17 +233,38 @@ class Batcher:
                     pending.future.set_exception(result)
                 else:
                     pending.future.set_result(result)
+            if record is not None and self.observer is not None:
+                try:
+                    self.observer.batch_done(record)
+                except Exception:  # noqa: BLE001 - metrics never break serving
+                    log.exception("batch observer failed")
 
     # -- compute (executor thread) ------------------------------------------------------------
 
-    def _run_safely(self, batch: list[_Pending]) -> list[Outputs | BaseException]:
+    def _run_safely(
+        self, batch: list[_Pending]
+    ) -> tuple[list[Outputs | BaseException], BatchRecord]:
+        start = time.perf_counter()
+        for p in batch:
+            p.started = start
+        lengths = [p.length for p in batch]
+        record = BatchRecord(len(batch), sum(lengths), len(batch) * max(lengths), 0.0)
+        results = self._isolate(batch)
+        record.forward_s = time.perf_counter() - start
+        return results, record
+
+    def _isolate(self, batch: list[_Pending]) -> list[Outputs | BaseException]:
         try:
             return list(self._run([p.seq for p in batch]))
         except Exception as exc:  # noqa: BLE001 - isolate the failing item below
             if len(batch) == 1:
                 log.exception("inference failed in %s", self.name)
                 return [ModelError(f"the model failed on this input: {type(exc).__name__}")]
-            return [self._run_safely([p])[0] for p in batch]
+            # one by one; a caller that left meanwhile is skipped (its result is never read)
+            return [
+                self._isolate([p])[0] if not p.future.done() else ModelError("dropped")
+                for p in batch
+            ]
 
     def _run(self, seqs: list[Encoded]) -> list[Outputs]:
         return run_padded(self._runner(), seqs, self._pad_id)

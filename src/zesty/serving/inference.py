@@ -1,12 +1,16 @@
-"""Running a task on a model: tokenize off the loop, batch, forward, postprocess."""
+"""Running a task on a model: cache lookup, tokenize off the loop, batch, forward, postprocess."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from zesty import context
+from zesty.serving.batcher import BatchStats
+from zesty.serving.cache import cache_key
 from zesty.serving.model import ServedModel
 from zesty.tasks.base import Task, TaskRequest
 
@@ -14,30 +18,92 @@ from zesty.tasks.base import Task, TaskRequest
 @dataclass
 class Timings:
     tokenization_s: float = 0.0
-    inference_s: float = 0.0  # queue + forward, as seen by this request
+    queue_s: float = 0.0  # waiting for a forward pass (batcher queue + compute executor)
+    inference_s: float = 0.0  # forward passes, as seen by this request
     postprocess_s: float = 0.0
     tokens: int = 0
+    cache: str = ""  # "hit" | "miss" | "" (no response cache)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def compute_s(self) -> float:
+        return self.tokenization_s + self.queue_s + self.inference_s + self.postprocess_s
 
     def headers(self) -> dict[str, str]:
         ms = lambda s: str(int(round(s * 1000)))  # noqa: E731
-        return {
-            "x-compute-time": ms(self.tokenization_s + self.inference_s + self.postprocess_s),
+        out = {
+            "x-compute-time": ms(self.compute_s),
             "x-tokenization-time": ms(self.tokenization_s),
+            "x-queue-time": ms(self.queue_s),
             "x-inference-time": ms(self.inference_s),
             "x-compute-tokens": str(self.tokens),
         }
+        if self.cache:
+            out["x-cache"] = self.cache
+        return out
 
 
-async def run_task(model: ServedModel, task: Task, request: TaskRequest) -> tuple[Any, Timings]:
+def request_key(model: ServedModel, task: Task, request: TaskRequest) -> str:
+    """Model + artifact + task + normalized inputs + parameters (defaults filled in)."""
+    inputs = request.inputs
+    if isinstance(inputs, (list, tuple)):
+        inputs = [list(x) if isinstance(x, tuple) else x for x in inputs]
+    return cache_key(
+        model.model_id,
+        model.artifact_id,
+        task.name,
+        inputs,
+        request.params.model_dump(mode="json"),
+        request.options,
+        request.batched,
+    )
+
+
+async def run_task(
+    model: ServedModel, task: Task, request: TaskRequest, *, use_cache: bool = True
+) -> tuple[Any, Timings]:
+    """The task's result for one request; identical requests may share one computation."""
+    ctx = context.current()
+    if ctx is not None:
+        ctx.model, ctx.task = model.model_id, task.name
+    model.active += 1
+    model.last_used = time.monotonic()
+    try:
+        cache = model.response_cache
+        if cache is None or not cache.enabled:
+            return await _compute(model, task, request)
+        if not use_cache:
+            result, timings = await _compute(model, task, request)
+            timings.cache = "miss"
+        else:
+            key = request_key(model, task, request)
+            (result, computed), shared = await cache.get_or_compute(
+                key, lambda: _compute(model, task, request)
+            )
+            if shared:
+                timings = Timings(tokens=computed.tokens, cache="hit")
+            else:
+                timings = dataclasses.replace(computed, cache="miss")
+        if ctx is not None:
+            ctx.cache = timings.cache
+        return result, timings
+    finally:
+        model.active -= 1
+        model.last_used = time.monotonic()
+
+
+async def _compute(model: ServedModel, task: Task, request: TaskRequest) -> tuple[Any, Timings]:
     timings = Timings()
     t0 = time.perf_counter()
     prepared = await asyncio.to_thread(task.preprocess, model, request)
     t1 = time.perf_counter()
-    outputs = await model.batcher(task.head_for(model)).submit(prepared.sequences)
+    stats = BatchStats()
+    outputs = await model.batcher(task.head_for(model)).submit(prepared.sequences, stats)
     t2 = time.perf_counter()
     result = await asyncio.to_thread(task.postprocess, model, request, prepared, outputs)
     t3 = time.perf_counter()
-    timings.tokenization_s, timings.inference_s, timings.postprocess_s = t1 - t0, t2 - t1, t3 - t2
+    timings.tokenization_s, timings.postprocess_s = t1 - t0, t3 - t2
+    timings.queue_s = min(stats.queue_s, t2 - t1)
+    timings.inference_s = max(t2 - t1 - timings.queue_s, 0.0)
     timings.tokens = sum(int(s.ids.shape[0]) for s in prepared.sequences)
     return result, timings

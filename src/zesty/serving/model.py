@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
+import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from zesty.errors import InvalidInput, ModelLoadError
 from zesty.models.reference import ResolvedModel
@@ -13,7 +16,7 @@ from zesty.models.sentence_transformers import SentenceTransformerConfig, read_s
 from zesty.models.tokenizer import TextTokenizer
 from zesty.runtime.base import Runner, create_runner
 from zesty.runtime.heads import Head, head_of_architectures
-from zesty.serving.batcher import Batcher
+from zesty.serving.batcher import Batcher, BatchObserver
 from zesty.settings import BatchSettings
 
 # Architectures served by a later part of zesty (text generation), refused clearly for now.
@@ -36,6 +39,22 @@ class ServedModel:
     _runners: dict[str, Runner] = field(default_factory=dict)
     _batchers: dict[str, Batcher] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # set by the server after loading (None in bare use): shared answer cache, batch metrics
+    response_cache: Any = None
+    batch_observer: BatchObserver | None = None
+    active: int = 0  # requests running on this model now (eviction skips busy models)
+    last_used: float = field(default_factory=time.monotonic)
+    _fingerprint: str | None = None
+    @property
+    def artifact_id(self) -> str:
+        """What produced this model's outputs: backend + a fingerprint of its weights.
+
+        Part of every response-cache key, so a changed revision, file or backend (e.g. a
+        compiled graph replacing the torch runner) never serves a stale answer.
+        """
+        if self._fingerprint is None:
+            self._fingerprint = weights_fingerprint(self.resolved)
+        return f"{self.backend}:{self._fingerprint}"
 
     @property
     def path(self) -> Path:
@@ -68,9 +87,14 @@ class ServedModel:
                 pad_id=self.tokenizer.pad_id,
                 settings=self.batch_settings,
                 executor=self.executor,
+                observer=self.batch_observer,
             )
             self._batchers[head.name] = batcher
         return batcher
+
+    def queue_size(self) -> int:
+        """Sequences waiting for a forward pass, over all of this model's heads."""
+        return sum(b.queue_size for b in self._batchers.values())
 
     async def close(self) -> None:
         for batcher in self._batchers.values():
@@ -148,3 +172,15 @@ def load_served_model(
 
 def model_files_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def weights_fingerprint(resolved: ResolvedModel) -> str:
+    """The Hub commit when known, else a digest of the folder's file names, sizes and mtimes."""
+    if resolved.revision and len(resolved.revision) == 40:
+        return resolved.revision[:12]
+    digest = hashlib.blake2b(digest_size=8)
+    for p in sorted(resolved.path.rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            digest.update(f"{p.relative_to(resolved.path)}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return digest.hexdigest()

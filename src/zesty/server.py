@@ -1,0 +1,93 @@
+"""Running the app under uvicorn, with zesty's own signal handling.
+
+On SIGTERM (or Ctrl+C) the server drains instead of stopping at once:
+1. `/ready` turns 503 and new inference requests get 503 `unhealthy` at once, while the
+   listener stays open so that clients get an answer rather than a refused connection;
+2. requests in flight finish, for at most `--graceful-timeout` seconds;
+3. uvicorn closes the connections and runs the app's shutdown; the process exits 0.
+A second signal during the drain stops at once. Uvicorn's own handler would re-raise the
+signal after shutting down (exit status -15); this one returns normally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Generator
+
+import uvicorn
+
+from zesty.serving.admission import Admission
+from zesty.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+#: seconds uvicorn gets, after the drain, to close connections before cancelling their tasks
+_CLOSE_GRACE_S = 2.0
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, admission: Admission, graceful_s: float) -> None:
+        super().__init__(config)
+        self.admission = admission
+        self.graceful_s = graceful_s
+        self._drain: asyncio.Task | None = None
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        for sig in _SIGNALS:
+            loop.add_signal_handler(sig, self.on_signal, sig)
+        try:
+            yield
+        finally:
+            for sig in _SIGNALS:
+                loop.remove_signal_handler(sig)
+
+    def on_signal(self, sig: int) -> None:
+        if self._drain is not None:
+            log.warning("second %s: stopping now", signal.Signals(sig).name)
+            self.force_exit = self.should_exit = True
+            return
+        log.info(
+            "%s: draining %d request(s), for at most %.0fs",
+            signal.Signals(sig).name,
+            self.admission.in_flight,
+            self.graceful_s,
+        )
+        self.admission.begin_drain()
+        self._drain = asyncio.get_running_loop().create_task(self.drain())
+
+    async def drain(self) -> None:
+        done = await self.admission.wait_idle(self.graceful_s)
+        if not done:
+            log.warning(
+                "graceful timeout: %d request(s) still in flight are cancelled",
+                self.admission.in_flight,
+            )
+        self.should_exit = True
+
+
+def run(app, settings: Settings) -> int:
+    """Serve `app` (from `create_app`) until SIGTERM/SIGINT has drained it; returns 0."""
+    config = uvicorn.Config(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_config=None,
+        access_log=settings.server.log_level == "debug",
+        timeout_graceful_shutdown=_CLOSE_GRACE_S,
+        timeout_keep_alive=65,  # longer than common proxies' idle timeout (KServe's choice)
+        backlog=4096,
+    )
+    server = DrainingServer(config, app.state.zesty.admission, settings.serving.graceful_timeout)
+    server.run()
+    return 0
