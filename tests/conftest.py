@@ -13,6 +13,12 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_artifact_cache(tmp_path_factory):
+    """Compiled artifacts from tests go to a temporary cache, never the user's."""
+    os.environ["ZESTY_CACHE"] = str(tmp_path_factory.mktemp("zesty-cache"))
+
 from tests.fixtures.tiny_models import build_tiny_model, make_sentence_transformer  # noqa: E402
 
 NER_LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC", 5: "B-ORG", 6: "I-ORG"}
@@ -73,7 +79,8 @@ def make_client(models: list[str], **overrides):
     from zesty.models.reference import ModelSpec
     from zesty.settings import Settings
 
-    settings = Settings.from_overrides({"threads": 1, **overrides})
+    # the reference backend unless a test asks for compiled artifacts
+    settings = Settings.from_overrides({"threads": 1, "backend": "torch", **overrides})
     app = create_app(settings, [ModelSpec.parse(m) for m in models])
     return _ReadyClient(TestClient(app, raise_server_exceptions=False))
 

@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a Hub id (org/name[@revision]), a local folder (served under its folder name), "
         "or NAME=REF to choose the id clients use",
     )
+    _add_optimize(sub)
     for group_name, group_cls in Settings.GROUPS.items():
         group = serve.add_argument_group(f"{group_name} settings", group_cls.__doc__)
         for name, field in group_cls.model_fields.items():
@@ -104,6 +105,8 @@ def setup_logging(level: str, fmt: str) -> None:
             logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
         )
     handler.addFilter(RequestIdFilter())  # every line carries the request id ("-" outside one)
+    # onnxruntime's quantizer logs this advice on the root logger for every model
+    handler.addFilter(lambda r: not r.getMessage().startswith("Please consider pre-processing"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -128,11 +131,134 @@ def serve(ns: argparse.Namespace) -> int:
     return server.run(app, settings)
 
 
+def _add_optimize(sub) -> None:
+    p = sub.add_parser(
+        "optimize",
+        help="compile a model for this machine: try every candidate, check accuracy, pick",
+        description="Export MODEL to ONNX, build candidate graphs (ORT optimizations, "
+        "transformer fusions, dynamic/static/sensitivity-guided int8, fp16 on CUDA), check "
+        "each against the fp32 PyTorch reference on a validation corpus, time each on this "
+        "machine, and write the fastest one within the accuracy budget as an artifact "
+        "(ONNX model + tokenizer + manifest.json). Without --out the artifact goes to the "
+        "cache (ZESTY_CACHE) that `zesty serve` reads.",
+    )
+    p.add_argument("model", metavar="MODEL", help="Hub id (org/name[@rev]) or local folder")
+    p.add_argument("--task", help="task to compile for (default: detected)")
+    p.add_argument(
+        "--target",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="hardware to compile for (auto: cuda if ONNX Runtime can use a GPU)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "int8", "fp16"],
+        default="auto",
+        help="restrict candidates to one precision (auto: all)",
+    )
+    p.add_argument(
+        "--budget",
+        default="",
+        metavar="METRIC=MIN,...",
+        help="accuracy floors overriding the defaults, e.g. min_cosine=0.99,"
+        "mean_cosine=0.998 or top1_agreement=0.995",
+    )
+    p.add_argument(
+        "--calibration",
+        type=Path,
+        metavar="FILE",
+        help="extra validation/calibration texts, one per line",
+    )
+    p.add_argument(
+        "--out", type=Path, metavar="DIR", help="write the artifact here instead of the cache"
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="intra-op threads (default: physical cores)"
+    )
+    p.add_argument(
+        "--measure-seconds",
+        type=float,
+        default=0.8,
+        help="time spent timing each shape of each candidate",
+    )
+    p.add_argument("--allow-pickle", action="store_true", help="allow pickle (.bin) weights")
+    p.add_argument("--quiet", action="store_true", help="no progress or table, only errors")
+
+
+def _parse_budget(text: str) -> dict[str, float]:
+    out = {}
+    for part in filter(None, (x.strip() for x in text.split(","))):
+        name, _, value = part.partition("=")
+        out[name.strip()] = float(value)
+    return out
+
+
+def optimize(ns: argparse.Namespace) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from zesty.compile.autotune import Options
+    from zesty.compile.compiler import CompileFailed, compile_model, render_table
+    from zesty.compile.export import ExportError
+    from zesty.errors import ModelLoadError
+    from zesty.models.reference import ModelSpec, resolve
+    from zesty.runtime.hardware import cuda_available_in_ort
+    from zesty.serving.model import load_served_model
+    from zesty.settings import BatchSettings, physical_cores
+    from zesty.tasks.registry import get_task
+
+    setup_logging("warning" if ns.quiet else "info", "text")
+    try:
+        budget = _parse_budget(ns.budget)
+        spec = ModelSpec.parse(ns.model)
+    except ValueError as exc:
+        print(f"zesty optimize: {exc}", file=sys.stderr)
+        return 2
+    threads = ns.threads or physical_cores()
+    target = ns.target
+    if target == "auto":
+        target = "cuda" if cuda_available_in_ort() else "cpu"
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        resolved = resolve(spec, allow_pickle=ns.allow_pickle)
+        model = load_served_model(
+            spec.served_id,
+            resolved,
+            task_override=ns.task,
+            backend="torch",
+            allow_pickle=ns.allow_pickle,
+            batch_settings=BatchSettings(),
+            executor=ThreadPoolExecutor(1),
+        )
+        head = get_task(model.task).head_for(model)
+        options = Options(
+            target=target,
+            precision=ns.precision,
+            budget=budget,
+            calibration=ns.calibration,
+            threads=threads,
+            measure_budget_s=ns.measure_seconds,
+        )
+        artifact, candidates = compile_model(model, head, options, out=ns.out, quiet=ns.quiet)
+    except (ModelLoadError, ExportError, CompileFailed) as exc:
+        print(f"zesty optimize: {exc}", file=sys.stderr)
+        return 1
+    if not ns.quiet:
+        if candidates:
+            render_table(candidates, artifact.manifest)
+        recipe = artifact.manifest["recipe"]["name"]
+        print(f"chosen: {recipe}; artifact: {artifact.path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
     if ns.command == "serve":
         return serve(ns)
+    if ns.command == "optimize":
+        return optimize(ns)
     parser.print_help()
     return 0
 

@@ -71,10 +71,17 @@ class LimitSettings(_Group):
 class ModelSettings(_Group):
     """How models are found, loaded and run."""
 
-    backend: Literal["auto", "torch"] = Field(
+    backend: Literal["auto", "onnx", "torch"] = Field(
         "auto",
-        description="Inference backend. 'torch' is the fp32 PyTorch reference; 'auto' picks "
-        "the best available backend (today: torch).",
+        description="Inference backend. 'torch': the fp32 PyTorch reference. 'onnx': the "
+        "compiled artifact (compiled at load if not cached). 'auto': the cached artifact if "
+        "there is one; otherwise serve on torch at once, compile in the background and switch "
+        "when the artifact has passed its accuracy checks.",
+    )
+    precision: Literal["auto", "fp32", "int8", "fp16"] = Field(
+        "auto",
+        description="Precision of compiled artifacts ('auto': the fastest candidate within "
+        "the accuracy budget).",
     )
     task: str | None = Field(
         None, description="Task for every served model, overriding detection from its files."

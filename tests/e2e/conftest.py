@@ -37,6 +37,8 @@ class LiveServer:
                 str(self.port),
                 "--threads",
                 "1",
+                "--backend",
+                "torch",
                 *args,
                 *models,
             ],

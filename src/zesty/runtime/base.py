@@ -39,7 +39,3 @@ def create_runner(backend: str, path: Path, head: Head, *, allow_pickle: bool) -
         from zesty.runtime import torch_runner  # noqa: F401  (registers "torch")
     return _BACKENDS[backend](path, head, allow_pickle=allow_pickle)
 
-
-def resolve_backend(requested: str) -> str:
-    """'auto' picks the best backend available; today only the reference exists."""
-    return "torch" if requested == "auto" else requested

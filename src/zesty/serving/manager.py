@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from zesty.errors import ModelLoadError, ModelLoading, ModelNotFound, ModelUnavailable
 from zesty.models.reference import ModelSpec, resolve
-from zesty.runtime.base import resolve_backend
+from zesty.serving import compiled
 from zesty.serving.model import ServedModel, load_served_model, model_files_size
 from zesty.settings import BatchSettings, LifecycleSettings, ModelSettings
 
@@ -57,6 +57,7 @@ class ModelEntry:
     loads: int = 0
     ready_event: asyncio.Event = field(default_factory=asyncio.Event)
     load_task: asyncio.Task | None = None
+    compile_task: asyncio.Task | None = None  # background compile (--backend auto)
 
     def estimated_time(self) -> float:
         elapsed = time.monotonic() - self.started if self.started else 0.0
@@ -100,7 +101,7 @@ class ModelManager:
         self.lifecycle = lifecycle or LifecycleSettings()
         self.prepare = prepare  # attaches caches and metrics to a freshly loaded model
         self.on_loaded = on_loaded  # (model id, seconds) after each successful load
-        self.backend = resolve_backend(settings.backend)
+        self.backend = settings.backend
         self.entries: dict[str, ModelEntry] = {s.served_id: ModelEntry(s) for s in specs}
         self._load_lock: asyncio.Lock | None = None
         self._started = False
@@ -148,11 +149,14 @@ class ModelManager:
                 entry.spec.served_id,
                 resolved,
                 task_override=self.settings.task,
-                backend=self.backend,
+                backend="torch",
                 allow_pickle=self.settings.allow_pickle,
                 batch_settings=self.batch,
                 executor=self.executor,
+                load_runner=False,
             )
+            # the default head's runner: reference, cached artifact, or compiled now
+            await asyncio.to_thread(compiled.prepare, model, self.settings)
             if self.prepare is not None:
                 self.prepare(model)
             entry.model = model
@@ -170,6 +174,10 @@ class ModelManager:
             entry.expected_s = entry.load_seconds
             if self.on_loaded is not None:
                 self.on_loaded(entry.spec.served_id, entry.load_seconds)
+            if model.compile_status.get("state") == "pending":
+                entry.compile_task = asyncio.get_running_loop().create_task(
+                    compiled.compile_in_background(model, self.settings)
+                )
             log.info(
                 "model %s ready (task %s, backend %s) in %.1fs",
                 entry.spec.served_id,
@@ -224,8 +232,9 @@ class ModelManager:
 
     async def close(self) -> None:
         for entry in self.entries.values():
-            if entry.load_task is not None and not entry.load_task.done():
-                entry.load_task.cancel()
+            for task in (entry.load_task, entry.compile_task):
+                if task is not None and not task.done():
+                    task.cancel()
         for entry in self.entries.values():
             if entry.model is not None:
                 await entry.model.close()

@@ -45,6 +45,10 @@ class ServedModel:
     active: int = 0  # requests running on this model now (eviction skips busy models)
     last_used: float = field(default_factory=time.monotonic)
     _fingerprint: str | None = None
+    # the compiled artifact serving the default head (zesty.compile.artifacts.Artifact)
+    artifact: Any = None
+    compile_status: dict[str, Any] = field(default_factory=dict)
+
     @property
     def artifact_id(self) -> str:
         """What produced this model's outputs: backend + a fingerprint of its weights.
@@ -54,7 +58,32 @@ class ServedModel:
         """
         if self._fingerprint is None:
             self._fingerprint = weights_fingerprint(self.resolved)
-        return f"{self.backend}:{self._fingerprint}"
+        compiled = f":{self.artifact.key[:16]}" if self.artifact is not None else ""
+        return f"{self.backend}:{self._fingerprint}{compiled}"
+
+    @property
+    def default_head(self) -> Head:
+        from zesty.tasks.registry import get_task
+
+        return get_task(self.task).head_for(self)
+
+    def install_artifact(self, artifact, threads: int) -> None:
+        """Serve the default head from a compiled artifact; the next batch uses it."""
+        from zesty.runtime.onnx_runner import OnnxRunner
+
+        recipe = artifact.manifest["recipe"]
+        head = self.default_head
+        runner = OnnxRunner(
+            artifact.model_file,
+            head,
+            threads=threads,
+            graph_level="basic" if recipe["graph"] == "basic" else "all",
+            provider=recipe["provider"],
+        )
+        with self._lock:
+            self._runners[head.name] = runner
+            self.artifact = artifact
+            self.backend = "onnx"
 
     @property
     def path(self) -> Path:
@@ -69,9 +98,8 @@ class ServedModel:
         with self._lock:
             runner = self._runners.get(head.name)
             if runner is None:
-                runner = create_runner(
-                    self.backend, self.path, head, allow_pickle=self.allow_pickle
-                )
+                # compiled runners arrive through install_artifact; others are the reference
+                runner = create_runner("torch", self.path, head, allow_pickle=self.allow_pickle)
                 self._runners[head.name] = runner
             return runner
 
@@ -112,6 +140,8 @@ class ServedModel:
             "architecture": (getattr(self.config, "architectures", None) or [None])[0],
             "model_type": getattr(self.config, "model_type", None),
             "backend": self.backend,
+            "artifact": _artifact_info(self.artifact),
+            "compile": self.compile_status or None,
             "max_input_length": self.tokenizer.max_length,
             "loaded_heads": sorted(self._runners),
         }
@@ -126,8 +156,13 @@ def load_served_model(
     allow_pickle: bool,
     batch_settings: BatchSettings,
     executor: Executor,
+    load_runner: bool = True,
 ) -> ServedModel:
-    """Load config, tokenizer and the default head's weights (blocking; run off the loop)."""
+    """Load config, tokenizer and (unless told not to) the default head's weights.
+
+    Blocking; run off the loop. `backend` names the runner first used; a compiled artifact
+    may replace it later (`install_artifact`).
+    """
     from transformers import AutoConfig
 
     from zesty.tasks.registry import detect_task, get_task
@@ -166,8 +201,23 @@ def load_served_model(
     reason = task.unsupported_reason(model)
     if reason:
         raise ModelLoadError(f"cannot serve task {task.name}: {reason}")
-    model.runner(task.head_for(model))
+    if load_runner:
+        model.runner(task.head_for(model))
     return model
+
+
+def _artifact_info(artifact) -> dict[str, Any] | None:
+    if artifact is None:
+        return None
+    m = artifact.manifest
+    return {
+        "key": m["key"][:16],
+        "recipe": m["recipe"]["name"],
+        "fp32_layers": m.get("fp32_layers", []),
+        "accuracy": m["accuracy"],
+        "speed": m["speed"]["chosen"],
+        "created": m["created"],
+    }
 
 
 def model_files_size(path: Path) -> int:

@@ -1,0 +1,140 @@
+"""`compile_model`: the cache-aware entry point used by `zesty optimize` and by the server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+from pathlib import Path
+
+from zesty.compile import artifacts
+from zesty.compile.autotune import Autotuner, Candidate, Options, Reporter
+from zesty.runtime.hardware import probe
+
+log = logging.getLogger(__name__)
+
+
+class CompileFailed(Exception):
+    """No candidate could be built, or none met the accuracy budget."""
+
+
+def artifact_key(model, head, options: Options) -> str:
+    return artifacts.cache_key(
+        model.path,
+        head=head.name,
+        task=model.task,
+        options=options.key_part(),
+        hardware=probe().fingerprint(),
+    )
+
+
+def compile_model(
+    model, head, options: Options, *, out: Path | None = None, quiet: bool = False
+) -> tuple[artifacts.Artifact, list[Candidate]]:
+    """Return the artifact for (model, head, options): from the cache, or built now."""
+    key = artifact_key(model, head, options)
+    dest = out if out is not None else artifacts.artifact_dir(key)
+    root = dest.parent if out is not None else None
+    with artifacts.key_lock(key, root):
+        existing = artifacts.Artifact.load(dest)
+        if existing is not None and existing.manifest.get("key") == key:
+            log.info("artifact %s found in the cache", key[:12])
+            return existing, []
+        if out is not None and out.exists() and any(out.iterdir()):
+            raise CompileFailed(f"--out {out} exists and is not empty")
+        tuner = Autotuner(model, head, options, Reporter(quiet))
+        try:
+            candidates, summary = tuner.run()
+            chosen = next((c for c in candidates if c.verdict == "chosen"), None)
+            if chosen is None:
+                raise CompileFailed(
+                    "no candidate met the accuracy budget: "
+                    + "; ".join(f"{c.recipe.name}: {c.reason}" for c in candidates)
+                )
+            staging = artifacts.staging_dir(root)
+            shutil.copy2(chosen.file, staging / "model.onnx")
+            artifacts.copy_model_side_files(model.path, staging)
+            manifest = {
+                "key": key,
+                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "model": {
+                    "id": model.model_id,
+                    "source": model.resolved.spec.describe(),
+                    "revision": model.resolved.revision or model.resolved.spec.revision,
+                    "files_sha256": artifacts.files_digest(model.path),
+                },
+                "task": model.task,
+                "head": head.name,
+                "recipe": chosen.recipe.as_dict(),
+                "fp32_layers": list(chosen.recipe.fp32_layers),
+                "accuracy": {
+                    "budget": tuner.probe.budget,
+                    "tune": chosen.tune,
+                    "held_out": chosen.held_out,
+                },
+                "speed": {"chosen": chosen.latency.as_dict(), **summary},
+                "candidates": [c.row() for c in candidates],
+                "hardware": probe().as_dict(),
+                "versions": artifacts.library_versions()
+                | {"zesty_compiler": artifacts.COMPILER_VERSION},
+                "options": options.key_part(),
+            }
+            return artifacts.publish(staging, dest, manifest), candidates
+        finally:
+            tuner.close()
+
+
+def render_table(candidates: list[Candidate], manifest: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    budget = manifest["accuracy"]["budget"]
+    ref = manifest["speed"]["reference"]["latency"]
+    metrics = " / ".join(budget)
+    table = Table(title=f"zesty optimize — {manifest['model']['id']} ({manifest['task']})")
+    for col in (
+        "recipe",
+        "b1×16 ms",
+        "b1×128 ms",
+        "b32×16 ms/item",
+        f"tune: {metrics}",
+        f"held-out: {metrics}",
+        "MB",
+        "verdict",
+    ):
+        table.add_column(col, overflow="fold")
+    table.add_row(
+        "torch fp32 (reference)",
+        f"{ref['b1_s16_ms']:.2f}",
+        f"{ref['b1_s128_ms']:.2f}",
+        f"{ref['b32_s16_ms_per_item']:.2f}",
+        "—",
+        "—",
+        "—",
+        "reference",
+    )
+    notes = []
+
+    def fmt(m: dict) -> str:
+        return " / ".join(f"{m[k]:.4f}" for k in budget if k in m) or "—"
+
+    for c in candidates:
+        lat = c.latency
+        verdict = c.verdict
+        if c.reason:
+            notes.append(f"[{len(notes) + 1}] {c.recipe.name}: {c.reason}")
+            verdict += f" [{len(notes)}]"
+        table.add_row(
+            c.recipe.name,
+            f"{lat.b1_s16_ms:.2f}" if lat else "—",
+            f"{lat.b1_s128_ms:.2f}" if lat else "—",
+            f"{lat.b32_s16_ms_per_item:.2f}" if lat else "—",
+            fmt(c.tune),
+            fmt(c.held_out),
+            f"{c.size_bytes / 1e6:.1f}" if c.size_bytes else "—",
+            verdict,
+        )
+    console = Console(width=max(Console().width, 140))
+    console.print(table)
+    for note in notes:
+        console.print(note, highlight=False)

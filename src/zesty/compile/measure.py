@@ -1,0 +1,89 @@
+"""Latency of a runner on the three shapes the compiler ranks candidates by.
+
+batch 1 x 16 tokens (a short query), batch 1 x 128 tokens (a paragraph), and batch 32 x 16
+tokens reported per item (throughput under load). Medians over repeated runs after warm-up,
+bounded in time so a slow candidate cannot stall the search.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from zesty.serving.batcher import Encoded, run_padded
+
+SHAPES = {"b1_s16": (1, 16), "b1_s128": (1, 128), "b32_s16": (32, 16)}
+
+
+@dataclass
+class Latency:
+    b1_s16_ms: float
+    b1_s128_ms: float
+    b32_s16_ms_per_item: float
+
+    @property
+    def score(self) -> float:
+        """Geometric mean of the three: no single shape decides alone."""
+        return float(
+            np.exp(np.mean(np.log([self.b1_s16_ms, self.b1_s128_ms, self.b32_s16_ms_per_item])))
+        )
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "b1_s16_ms": round(self.b1_s16_ms, 3),
+            "b1_s128_ms": round(self.b1_s128_ms, 3),
+            "b32_s16_ms_per_item": round(self.b32_s16_ms_per_item, 3),
+        }
+
+
+def synthetic(batch: int, length: int, vocab: int, seed: int = 0) -> list[Encoded]:
+    rng = np.random.default_rng(seed)
+    low = min(1000, max(5, vocab // 4))
+    return [
+        Encoded(rng.integers(low, vocab, size=length, dtype=np.int64), np.zeros(length, np.int64))
+        for _ in range(batch)
+    ]
+
+
+def median_ms(fn, *, min_runs: int = 5, max_runs: int = 200, budget_s: float = 0.8) -> float:
+    fn()  # warm-up (first-run allocations, kernel selection)
+    fn()
+    times: list[float] = []
+    deadline = time.perf_counter() + budget_s
+    while len(times) < max_runs and (len(times) < min_runs or time.perf_counter() < deadline):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    return float(np.median(times))
+
+
+def measure_all(
+    runners: list, vocab: int, pad_id: int, budget_s: float = 0.8, rounds: int = 3
+) -> list[Latency]:
+    """Time several runners in `rounds` interleaved blocks per shape.
+
+    Each runner gets a block of consecutive runs (so thread pools of the others are idle,
+    not competing), and the blocks of all runners alternate over several rounds, so that
+    background load on a shared machine hits every candidate alike.
+    """
+    medians: list[dict[str, float]] = [{} for _ in runners]
+    for key, (batch, length) in SHAPES.items():
+        seqs = synthetic(batch, length, vocab)
+        samples: list[list[float]] = [[] for _ in runners]
+        for r in range(rounds):
+            for i, runner in enumerate(runners):
+                fn = lambda rn=runner: run_padded(rn, seqs, pad_id)  # noqa: E731
+                if r == 0:
+                    fn()  # warm-up
+                deadline = time.perf_counter() + budget_s / rounds
+                n = 0
+                while n < 2 or (time.perf_counter() < deadline and n < 100):
+                    t0 = time.perf_counter()
+                    fn()
+                    samples[i].append((time.perf_counter() - t0) * 1000 / batch)
+                    n += 1
+        for i, ts in enumerate(samples):
+            medians[i][key] = float(np.median(ts))
+    return [Latency(m["b1_s16"], m["b1_s128"], m["b32_s16"]) for m in medians]

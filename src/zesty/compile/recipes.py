@@ -1,0 +1,177 @@
+"""Candidate recipes and how each one turns the exported graph into a servable ONNX file.
+
+A recipe is data: graph level (ORT basic optimizations, ORT all, or ORT's transformer
+fusions), quantization (none, dynamic int8, static int8), its knobs, the layers kept in fp32,
+precision and execution provider. Threads are part of the recipe too (intra-op = physical
+cores), recorded in the manifest.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+# Architectures whose exported graphs ORT's BERT fusion patterns understand.
+_FUSION_MODEL_TYPES = {
+    "bert": "bert",
+    "distilbert": "bert",
+    "roberta": "bert",
+    "xlm-roberta": "bert",
+    "camembert": "bert",
+    "electra": "bert",
+    "mpnet": "bert",
+    "albert": "bert",
+}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    graph: str = "basic"  # basic | all | fused
+    quant: str | None = None  # None | dynamic | static
+    per_channel: bool = False
+    reduce_range: bool = False
+    fp32_layers: tuple[str, ...] = ()  # layers kept in fp32 (sensitivity-guided int8)
+    precision: str = "fp32"  # fp32 | int8 | fp16
+    provider: str = "CPUExecutionProvider"
+    threads: int = 1
+    notes: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def session_graph_level(self) -> str:
+        return "basic" if self.graph == "basic" else "all"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def default_recipes(precision: str, target: str, threads: int) -> list[Recipe]:
+    """The candidate grid for a target ('cpu' or 'cuda') and a precision filter."""
+    if target == "cuda":
+        grid = [
+            Recipe("fp16-cuda", "fused", precision="fp16", provider="CUDAExecutionProvider"),
+            Recipe("fp32-cuda", "all", provider="CUDAExecutionProvider"),
+        ]
+    else:
+        grid = [
+            Recipe("fp32", "basic"),
+            Recipe("fp32-ort-all", "all"),
+            Recipe("fp32-fused", "fused"),
+        ]
+        for graph in ("basic", "fused"):
+            for per_channel in (True, False):
+                for reduce_range in (False, True):
+                    name = f"int8-dyn{'-fused' if graph == 'fused' else ''}"
+                    name += "-pc" if per_channel else "-pt"
+                    name += "-rr" if reduce_range else ""
+                    grid.append(
+                        Recipe(name, graph, "dynamic", per_channel, reduce_range, precision="int8")
+                    )
+        grid.append(Recipe("int8-static-pc", "basic", "static", True, False, precision="int8"))
+    if precision != "auto":
+        grid = [r for r in grid if r.precision == precision]
+    return [replace(r, threads=threads) for r in grid]
+
+
+def fuse(exported: Path, out: Path, config) -> tuple[Path, dict[str, int]]:
+    """ORT transformer fusions (attention, layer norm, GELU, ...). Returns the fused op counts."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    model_type = _FUSION_MODEL_TYPES.get(getattr(config, "model_type", ""))
+    if model_type is None:
+        raise ValueError(f"no transformer fusions for model type {config.model_type!r}")
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "dim", 0)
+    heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_heads", 0)
+    optimized = optimize_model(
+        str(exported), model_type=model_type, num_heads=heads, hidden_size=hidden, opt_level=0
+    )
+    fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
+    if not fused:
+        raise ValueError("ORT found nothing to fuse in this graph")
+    optimized.save_model_to_file(str(out))
+    return out, fused
+
+
+def weight_matmuls(model_file: Path) -> list[str]:
+    """Names of MatMul nodes whose second input is a weight (what dynamic int8 quantizes)."""
+    import onnx
+
+    graph = onnx.load(str(model_file), load_external_data=False).graph
+    weights = {i.name for i in graph.initializer}
+    return [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+
+
+def sensitivity_groups(nodes: list[str]) -> dict[str, list[str]]:
+    """Two overlapping partitions of the weight MatMuls: by layer, and by kind of projection.
+
+    `/model/encoder/layer.3/attention/self/query/MatMul` belongs to `layer.3` and to
+    `attention/self/query`; nodes without a layer index form `other`.
+    """
+    groups: dict[str, list[str]] = {}
+    for name in nodes:
+        m = re.search(r"layers?[._/](\d+)[./](.*?)/?MatMul[^/]*$", name)
+        if not m:
+            groups.setdefault("other", []).append(name)
+            continue
+        groups.setdefault(f"layer.{m.group(1)}", []).append(name)
+        groups.setdefault(m.group(2).strip("/") or "matmul", []).append(name)
+    return groups
+
+
+def quantize_dynamic(src: Path, out: Path, recipe: Recipe, exclude: list[str]) -> Path:
+    import onnx
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
+
+    ort_quantize_dynamic(
+        str(src),
+        str(out),
+        per_channel=recipe.per_channel,
+        reduce_range=recipe.reduce_range,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=exclude,
+        # Needed for graphs ORT already optimized (GUIDE §5: "Unable to find data type").
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True},
+    )
+    return out
+
+
+def quantize_static(src: Path, out: Path, recipe: Recipe, calibration: list[dict]) -> Path:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+    )
+    from onnxruntime.quantization import quantize_static as ort_quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._items = iter(calibration)
+
+        def get_next(self):
+            return next(self._items, None)
+
+    ort_quantize_static(
+        str(src),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=recipe.per_channel,
+        reduce_range=recipe.reduce_range,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["MatMul"],
+        extra_options={"MatMulConstBOnly": True},
+    )
+    return out
+
+
+def to_fp16(src: Path, out: Path) -> Path:
+    """fp16 weights and compute, fp32 inputs/outputs (for the CUDA execution provider)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    onnx.save(model, str(out))
+    return out
