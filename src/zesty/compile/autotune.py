@@ -26,6 +26,9 @@ from zesty.runtime.onnx_runner import OnnxRunner
 
 log = logging.getLogger(__name__)
 
+_MAX_NODE_TRIALS = 64  # above this many weight MatMuls, sensitivity works on layer groups
+_MAX_GREEDY_STEPS = 24
+
 
 @dataclass
 class Options:
@@ -167,7 +170,8 @@ class Autotuner:
 
     def build(self, recipe: Recipe, exclude: list[str] | None = None) -> Path:
         src = self.sources[recipe.graph]
-        out = self.work / f"{recipe.name}-{len(list(self.work.iterdir()))}.onnx"
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in recipe.name)
+        out = self.work / f"{safe}-{len(list(self.work.iterdir()))}.onnx"
         if recipe.quant == "dynamic":
             return recipes.quantize_dynamic(src, out, recipe, exclude or [])
         if recipe.quant == "static":
@@ -222,26 +226,27 @@ class Autotuner:
         return cand
 
     def sensitivity(self, candidates: list[Candidate]) -> Candidate | None:
-        """Keep the parts that hurt accuracy most in fp32 until the budget is met.
+        """Keep the weight matrices that hurt accuracy most in fp32 until the budget is met.
 
-        Parts are whole layers (`layer.3`) and kinds of projection across layers
-        (`attention/self/query`, `output/dense`, ...): each is left out of int8 in turn, its
-        gain in accuracy measured, and parts are added greedily by gain per weight matrix
-        kept in fp32 (what it costs in speed) until the tune split meets the budget.
+        Each quantized part (each weight MatMul when there are at most 64, else whole layers
+        and kinds of projection across layers) is left out of int8 in turn and its gain in
+        accuracy measured; parts are then kept in fp32 greedily, by gain per weight kept in
+        fp32 (what it costs in speed), until the tune split meets the budget.
         """
         int8 = [c for c in candidates if c.recipe.quant == "dynamic" and c.recipe.graph == "basic"]
-        if not int8 or any(
-            c.verdict == "passed" for c in candidates if c.recipe.precision == "int8"
-        ):
+        if not int8 or any(c.verdict == "passed" for c in candidates if c.recipe.precision == "int8"):
             return None
         base = min(
-            (c for c in int8 if c.tune),
-            key=lambda c: _error(c.tune, self.probe.budget),
-            default=None,
+            (c for c in int8 if c.tune), key=lambda c: _error(c.tune, self.probe.budget), default=None
         )
         if base is None:
             return None
-        groups = recipes.sensitivity_groups(recipes.weight_matmuls(self.sources["basic"]))
+        sizes = recipes.weight_sizes(self.sources["basic"])
+        nodes = list(sizes)
+        if len(nodes) <= _MAX_NODE_TRIALS:
+            groups = {recipes.short_name(n): [n] for n in nodes}
+        else:
+            groups = recipes.sensitivity_groups(nodes)
         self.report.step(f"sensitivity: measuring {len(groups)} parts of {base.recipe.name}")
         base_error = _error(base.tune, self.probe.budget)
         ranked = []
@@ -251,21 +256,22 @@ class Autotuner:
             )
             if trial.tune:
                 gain = base_error - _error(trial.tune, self.probe.budget)
-                ranked.append((gain / len(members), gain, name))
+                cost = sum(sizes[n] for n in members)
+                ranked.append((gain / cost, gain, name))
         kept: list[str] = []
         best: Candidate | None = None
-        for _, gain, name in sorted(ranked, reverse=True):
+        for _, gain, name in sorted(ranked, reverse=True)[:_MAX_GREEDY_STEPS]:
             if gain <= 0:
                 break
             kept.append(name)
-            nodes = sorted({n for g in kept for n in groups[g]})
+            members = sorted({n for g in kept for n in groups[g]})
             recipe = replace(base.recipe, name="int8-sensitivity", fp32_layers=tuple(kept))
-            best = self.evaluate(recipe, nodes)
+            best = self.evaluate(recipe, members)
             if best.verdict == "passed":
                 break
             best.runner = None
         if best is not None and best.verdict != "passed":
-            best.reason = f"still over budget with {', '.join(kept)} in fp32: {best.reason}"
+            best.reason = f"still over budget with {len(kept)} parts in fp32: {best.reason}"
         return best
 
     def choose(self, candidates: list[Candidate]) -> Candidate | None:

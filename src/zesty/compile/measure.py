@@ -60,7 +60,7 @@ def median_ms(fn, *, min_runs: int = 5, max_runs: int = 200, budget_s: float = 0
 
 
 def measure_all(
-    runners: list, vocab: int, pad_id: int, budget_s: float = 0.8, rounds: int = 3
+    runners: list, vocab: int, pad_id: int, budget_s: float = 0.8, rounds: int = 5
 ) -> list[Latency]:
     """Time several runners in `rounds` interleaved blocks per shape.
 
@@ -74,7 +74,7 @@ def measure_all(
         samples: list[list[float]] = [[] for _ in runners]
         for r in range(rounds):
             for i, runner in enumerate(runners):
-                fn = lambda rn=runner: run_padded(rn, seqs, pad_id)  # noqa: E731
+                fn = lambda rn=runner, sq=seqs: run_padded(rn, sq, pad_id)  # noqa: E731
                 if r == 0:
                     fn()  # warm-up
                 deadline = time.perf_counter() + budget_s / rounds

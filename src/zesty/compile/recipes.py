@@ -93,13 +93,29 @@ def fuse(exported: Path, out: Path, config) -> tuple[Path, dict[str, int]]:
     return out, fused
 
 
-def weight_matmuls(model_file: Path) -> list[str]:
-    """Names of MatMul nodes whose second input is a weight (what dynamic int8 quantizes)."""
+def weight_sizes(model_file: Path) -> dict[str, int]:
+    """MatMul nodes whose second input is a weight (what dynamic int8 quantizes) -> elements."""
+    import math
+
     import onnx
 
     graph = onnx.load(str(model_file), load_external_data=False).graph
-    weights = {i.name for i in graph.initializer}
-    return [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+    weights = {i.name: math.prod(i.dims) for i in graph.initializer}
+    return {
+        n.name: weights[n.input[1]]
+        for n in graph.node
+        if n.op_type == "MatMul" and n.input[1] in weights
+    }
+
+
+def weight_matmuls(model_file: Path) -> list[str]:
+    return list(weight_sizes(model_file))
+
+
+def short_name(node: str) -> str:
+    """`/model/encoder/layer.3/attention/self/query/MatMul` -> `layer.3/attention/self/query`."""
+    m = re.search(r"(layers?[._/]\d+.*?)/?MatMul[^/]*$", node)
+    return m.group(1) if m else node.strip("/")
 
 
 def sensitivity_groups(nodes: list[str]) -> dict[str, list[str]]:
