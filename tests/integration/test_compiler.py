@@ -68,6 +68,11 @@ def test_optimize_tries_every_candidate_and_writes_an_artifact(st_model):
         "int8-dyn-fused-pc",
         "int8-static-pc",
     } <= set(names)
+    by_name = {c.recipe.name: c for c in candidates}
+    # each knob reaches the quantizer: per-channel and per-tensor give different graphs
+    assert by_name["int8-dyn-pc"].tune != by_name["int8-dyn-pt"].tune
+    assert by_name["int8-dyn-pc"].tune != by_name["int8-dyn-pc-rr"].tune
+    assert by_name["int8-block32"].tune != by_name["int8-block128"].tune
     verdicts = {c.verdict for c in candidates}
     assert verdicts <= {"chosen", "too slow", "over the accuracy budget", "failed"}
     chosen = [c for c in candidates if c.verdict == "chosen"]

@@ -174,6 +174,8 @@ class Autotuner:
         out = self.work / f"{safe}-{len(list(self.work.iterdir()))}.onnx"
         if recipe.quant == "dynamic":
             return recipes.quantize_dynamic(src, out, recipe, exclude or [])
+        if recipe.quant == "blockwise":
+            return recipes.quantize_blockwise(src, out, recipe)
         if recipe.quant == "static":
             feeds = [self._feed(s) for s in self.probe.tune[:32]]
             return recipes.quantize_static(src, out, recipe, feeds)
@@ -234,7 +236,7 @@ class Autotuner:
         fp32 (what it costs in speed), until the tune split meets the budget.
         """
         int8 = [c for c in candidates if c.recipe.quant == "dynamic" and c.recipe.graph == "basic"]
-        if not int8 or any(c.verdict == "passed" for c in candidates if c.recipe.precision == "int8"):
+        if not int8 or any(c.verdict == "passed" for c in int8):
             return None
         base = min(
             (c for c in int8 if c.tune), key=lambda c: _error(c.tune, self.probe.budget), default=None
