@@ -11,7 +11,7 @@ import pytest
 
 from zesty.errors import ModelError
 from zesty.runtime.heads import Head
-from zesty.serving.batcher import Batcher, Encoded
+from zesty.serving.batcher import Batcher, BatchStats, Encoded
 from zesty.settings import BatchSettings
 
 HEAD = Head("fake", "None", {"states": True, "pooled": False})
@@ -124,3 +124,153 @@ def test_a_cancelled_caller_is_dropped_before_its_batch_runs():
 
     asyncio.run(scenario())
     assert all(7 not in b for b in runner.batches)
+
+
+# -- grouping, metrics hooks, queue time, idle/busy waiting -----------------------------------
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.records = []
+
+    def batch_done(self, record) -> None:
+        self.records.append(record)
+
+
+async def _wait_taken(batcher: Batcher) -> None:
+    """Until the consumer has taken everything queued (it is then blocked in a forward)."""
+    while batcher.queue_size or not batcher.busy:
+        await asyncio.sleep(0)
+
+
+def test_a_window_is_grouped_by_length_oldest_first():
+    gate = threading.Event()
+    runner = FakeRunner(gate)
+    recorder = Recorder()
+    batcher = make(runner, max_batch_size=3)
+    batcher.observer = recorder
+
+    async def scenario():
+        first = asyncio.ensure_future(batcher.submit([seq(1)]))
+        await _wait_taken(batcher)
+        # arrive interleaved: long, short, long, short, long, short
+        waiting = [
+            asyncio.ensure_future(batcher.submit([seq(*[5] * (8 if i % 2 == 0 else 1))]))
+            for i in range(6)
+        ]
+        await asyncio.sleep(0)
+        gate.set()
+        await asyncio.gather(first, *waiting)
+
+    asyncio.run(scenario())
+    # the oldest waiting sequence is long, so the long group runs first; no padding at all
+    assert [b.shape for b in runner.batches] == [(1, 1), (3, 8), (3, 1)]
+    assert [r.padding_ratio for r in recorder.records] == [0.0, 0.0, 0.0]
+    assert [(r.size, r.tokens, r.padded_tokens) for r in recorder.records] == [
+        (1, 1, 1),
+        (3, 24, 24),
+        (3, 3, 3),
+    ]
+
+
+def test_padding_ratio_counts_pad_tokens():
+    runner = FakeRunner()
+    recorder = Recorder()
+    batcher = make(runner)
+    batcher.observer = recorder
+    asyncio.run(batcher.submit([seq(1, 2, 3, 4), seq(5)]))
+    (record,) = recorder.records
+    assert (record.size, record.tokens, record.padded_tokens) == (2, 5, 8)
+    assert record.padding_ratio == 3 / 8
+
+
+def test_queue_time_is_measured_for_a_waiting_caller():
+    gate = threading.Event()
+    batcher = make(FakeRunner(gate))
+    stats = BatchStats()
+
+    async def scenario():
+        first = asyncio.ensure_future(batcher.submit([seq(1)]))
+        await _wait_taken(batcher)
+        second = asyncio.ensure_future(batcher.submit([seq(2)], stats))
+        await asyncio.sleep(0.05)  # the second caller waits behind the gated forward
+        gate.set()
+        await asyncio.gather(first, second)
+
+    asyncio.run(scenario())
+    assert stats.queue_s >= 0.04 and stats.compute_s >= 0
+
+
+def test_an_idle_model_never_waits_for_more_requests():
+    import time
+
+    batcher = make(FakeRunner(), max_batch_wait_ms=1000)
+
+    async def scenario():
+        start = time.perf_counter()
+        await batcher.submit([seq(1)])
+        return time.perf_counter() - start
+
+    assert asyncio.run(scenario()) < 0.5  # far below the 1 s wait
+
+
+def test_a_busy_model_waits_up_to_max_batch_wait_to_fill_a_batch():
+    gate = threading.Event()
+    runner = FakeRunner(gate)
+    batcher = make(runner, max_batch_wait_ms=200)
+
+    async def scenario():
+        first = asyncio.ensure_future(batcher.submit([seq(1)]))
+        await _wait_taken(batcher)
+        early = asyncio.ensure_future(batcher.submit([seq(2)]))
+        await asyncio.sleep(0)
+        gate.set()  # the consumer now finds `early` waiting: traffic, so it may wait
+        await asyncio.sleep(0.05)
+        late = asyncio.ensure_future(batcher.submit([seq(3)]))  # within the 200 ms window
+        await asyncio.gather(first, early, late)
+
+    asyncio.run(scenario())
+    assert [b.shape[0] for b in runner.batches] == [1, 2]
+
+
+def test_one_poisoned_item_in_a_batch_of_16_fails_alone_and_the_loop_goes_on():
+    gate = threading.Event()
+    runner = FakeRunner(gate, poison=99)
+    recorder = Recorder()
+    batcher = make(runner)
+    batcher.observer = recorder
+
+    async def scenario():
+        first = asyncio.ensure_future(batcher.submit([seq(1)]))
+        await _wait_taken(batcher)
+        items = [seq(99) if i == 7 else seq(i + 1, 2) for i in range(16)]
+        calls = [asyncio.ensure_future(batcher.submit([s])) for s in items]
+        await asyncio.sleep(0)
+        gate.set()
+        await first
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        after = await batcher.submit([seq(5)])  # the next batch runs
+        return results, after
+
+    results, after = asyncio.run(scenario())
+    assert sum(isinstance(r, ModelError) for r in results) == 1 and isinstance(
+        results[7], ModelError
+    )
+    assert all(r[0]["pooled"] == i + 3 for i, r in enumerate(results) if i != 7)
+    assert recorder.records[1].size == 16  # they shared one forward pass before the retry
+    assert after[0]["pooled"] == 5
+
+
+def test_a_failing_observer_never_stops_the_loop():
+    class Broken:
+        def batch_done(self, record):
+            raise ValueError("metrics down")
+
+    batcher = make(FakeRunner())
+    batcher.observer = Broken()
+
+    async def scenario():
+        await batcher.submit([seq(1)])
+        return await batcher.submit([seq(2)])
+
+    assert asyncio.run(scenario())[0]["pooled"] == 2

@@ -104,6 +104,7 @@ class Batcher:
         self._task: asyncio.Task | None = None
         self._window: list[_Pending] = []  # taken from the queue, not yet run
         self.busy = False  # a forward pass is running
+        self._backlog = False  # sequences arrived while the last forward pass ran
 
     @property
     def queue_size(self) -> int:
@@ -178,7 +179,7 @@ class Batcher:
 
     async def _collect(self) -> list[_Pending]:
         self._fill_window()
-        idle = not self._live_window()
+        idle = not self._backlog  # nothing arrived during the last forward pass
         while not self._live_window():
             item = await self._queue.get()
             if not item.future.done():
@@ -226,6 +227,7 @@ class Batcher:
                 results, record = [err] * len(batch), None
             finally:
                 self.busy = False
+                self._backlog = self.queue_size > 0
             for pending, result in zip(batch, results):
                 if pending.future.done():
                     continue

