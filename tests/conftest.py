@@ -116,3 +116,12 @@ def client_for() -> Iterator:
     yield factory
     for ctx in reversed(opened):
         ctx.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def tiny_causal(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random decoder-only models: {"gpt2": folder, "llama": folder}."""
+    from tests.fixtures.tiny_causal import build_tiny_causal
+
+    root = tmp_path_factory.mktemp("tiny-causal")
+    return {arch: build_tiny_causal(root / arch, arch) for arch in ("gpt2", "llama")}

@@ -81,7 +81,10 @@ class StopMatcher:
             self.pending = ""
             return out
         hold = self._held_tail()
-        out, self.pending = self.pending[: len(self.pending) - hold], self.pending[len(self.pending) - hold :]
+        out, self.pending = (
+            self.pending[: len(self.pending) - hold],
+            self.pending[len(self.pending) - hold :],
+        )
         return out
 
     def _held_tail(self) -> int:

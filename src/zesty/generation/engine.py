@@ -134,8 +134,11 @@ class Engine:
     # -- the step loop -----------------------------------------------------------------------
 
     def _ensure_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._task is not None and self._task.get_loop() is not loop:
+            self._task, self._wake = None, asyncio.Event()  # a new event loop (tests)
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._loop())
+            self._task = loop.create_task(self._loop())
 
     async def close(self) -> None:
         if self._task is not None:
@@ -160,9 +163,7 @@ class Engine:
             if not output:  # pragma: no cover - has_work implies something to schedule
                 await asyncio.sleep(0)
                 continue
-            rows = [
-                (c.seq.seq_id, self._row(c.seq)) for c in output.chunks if c.sample
-            ]
+            rows = [(c.seq.seq_id, self._row(c.seq)) for c in output.chunks if c.sample]
             try:
                 sampled = await loop.run_in_executor(self.executor, self._compute, output, rows)
             except Exception:  # noqa: BLE001 - fail these requests, keep serving the others

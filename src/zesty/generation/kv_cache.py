@@ -54,6 +54,8 @@ class KVCache:
         self.keys[layer][slots, :, positions] = keys  # index_put_: no copy of the cache
         self.values[layer][slots, :, positions] = values
 
-    def read(self, layer: int, slots: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def read(
+        self, layer: int, slots: torch.Tensor, length: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of `slots` for positions `0..length-1`: [B, heads, length, dim]."""
         return self.keys[layer][slots, :, :length], self.values[layer][slots, :, :length]

@@ -1,0 +1,214 @@
+"""The generation engine on tiny random GPT-2 and Llama models, against transformers.
+
+- greedy output is token-identical to `generate()` (fp32), alone and batched with requests of
+  other lengths joining and leaving mid-way (with chunked prefill forced by a small budget);
+- the KV-cache step's logits equal a full recomputation without cache within LOGITS_ATOL;
+- a seeded sampled request gives the same tokens whatever else is in the batch;
+- a cancelled request leaves the batch and frees its slot at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+from zesty.generation.engine import Engine
+from zesty.generation.kv_cache import KVCache
+from zesty.generation.runner_torch import StepInput, TorchCausalLM
+from zesty.generation.scheduler import SchedulerConfig
+from zesty.generation.types import GenerationRequest, SamplingParams
+
+LOGITS_ATOL = 1e-4  # fp32: cached step vs full recomputation (max abs difference on logits)
+
+PROMPTS = [
+    "Hello world",
+    "The quick brown fox jumps over the lazy dog, and then",
+    "Paris",
+    "My name is Sarah Jessica Parker and I live in New York City. The weather today is",
+]
+
+
+@pytest.fixture(scope="module", params=["gpt2", "llama"])
+def lm(request, tiny_causal):
+    from transformers import AutoTokenizer
+
+    path = tiny_causal[request.param]
+    return TorchCausalLM(path), AutoTokenizer.from_pretrained(str(path))
+
+
+@pytest.fixture(scope="module")
+def executor():
+    with ThreadPoolExecutor(1) as pool:
+        yield pool
+
+
+def reference(runner: TorchCausalLM, ids: list[int], n: int) -> list[int]:
+    out = runner.model.generate(
+        torch.tensor([ids]),
+        attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+        max_new_tokens=n,
+        min_new_tokens=n,
+        do_sample=False,
+        pad_token_id=0,
+    )
+    return out[0, len(ids) :].tolist()
+
+
+def make_engine(runner, tokenizer, executor, slots=4, budget=64) -> Engine:
+    config = SchedulerConfig(num_slots=slots, max_len=128, max_batch_tokens=budget)
+    return Engine(runner, tokenizer.backend_tokenizer, config, executor)
+
+
+async def collect(engine: Engine, ids: list[int], params: SamplingParams, started=None):
+    tokens = []
+    async for event in engine.generate(GenerationRequest(ids, params)):
+        tokens.append(event.token_id)
+        if started is not None and len(tokens) == 3:
+            started.set()
+    return tokens
+
+
+def test_greedy_equals_generate_at_batch_1(lm, executor):
+    runner, tok = lm
+    engine = make_engine(runner, tok, executor)
+    for prompt in PROMPTS[:2]:
+        ids = tok(prompt)["input_ids"]
+        params = SamplingParams(max_new_tokens=12)
+        got = asyncio.run(collect(engine, ids, params))
+        assert got == reference(runner, ids, 12)
+
+
+def test_greedy_equals_generate_when_batched_joining_and_leaving(lm, executor):
+    runner, tok = lm
+    engine = make_engine(runner, tok, executor, slots=3, budget=8)  # chunked prefill
+    lengths = [14, 5, 9, 11]
+    prompts = [tok(p)["input_ids"] for p in PROMPTS]
+
+    async def main():
+        first = asyncio.Event()
+        a = asyncio.create_task(
+            collect(engine, prompts[0], SamplingParams(max_new_tokens=lengths[0]), first)
+        )
+        b = asyncio.create_task(
+            collect(engine, prompts[1], SamplingParams(max_new_tokens=lengths[1]))
+        )
+        await first.wait()  # the next two join while a and b are mid-way
+        c = asyncio.create_task(
+            collect(engine, prompts[2], SamplingParams(max_new_tokens=lengths[2]))
+        )
+        d = asyncio.create_task(
+            collect(engine, prompts[3], SamplingParams(max_new_tokens=lengths[3]))
+        )
+        return await asyncio.gather(a, b, c, d)
+
+    results = asyncio.run(main())
+    for ids, n, got in zip(prompts, lengths, results):
+        assert got == reference(runner, ids, n)
+    assert engine.scheduler.free_slots and not engine.scheduler.has_work
+
+
+def test_kv_cache_logits_equal_no_cache(lm):
+    runner, tok = lm
+    cache = KVCache(runner.kv_shape, 3, 128)
+    ids = tok(PROMPTS[3])["input_ids"]
+    other = tok(PROMPTS[1])["input_ids"]
+    # prefill in two chunks, next to another sequence in slot 0, then decode 6 tokens
+    runner.step(cache, [StepInput(0, 0, other), StepInput(2, 0, ids[:5])])
+    logits = runner.step(cache, [StepInput(2, 5, ids[5:]), StepInput(0, len(other), [11])])[0]
+    seq = list(ids)
+    for _ in range(6):
+        full = runner.full_logits(seq)[-1]
+        assert (logits - full).abs().max().item() <= LOGITS_ATOL
+        nxt = int(logits.argmax())
+        logits = runner.step(cache, [StepInput(2, len(seq), [nxt])])[0]
+        seq.append(nxt)
+
+
+def test_seed_reproducible_across_batch_compositions(lm, executor):
+    runner, tok = lm
+    ids = tok(PROMPTS[0])["input_ids"]
+    params = SamplingParams(max_new_tokens=10, do_sample=True, temperature=1.5, top_k=50, seed=7)
+
+    async def alone():
+        return await collect(make_engine(runner, tok, executor), ids, params)
+
+    async def crowded():
+        engine = make_engine(runner, tok, executor, budget=16)
+        noise = [
+            collect(engine, tok(p)["input_ids"], SamplingParams(max_new_tokens=8, do_sample=True))
+            for p in PROMPTS[1:]
+        ]
+        results = await asyncio.gather(collect(engine, ids, params), *noise)
+        return results[0]
+
+    first = asyncio.run(alone())
+    assert asyncio.run(crowded()) == first
+    assert asyncio.run(alone()) == first
+    other = asyncio.run(
+        collect(
+            make_engine(runner, tok, executor),
+            ids,
+            SamplingParams(**{**params.__dict__, "seed": 8}),
+        )
+    )
+    assert other != first
+
+
+def test_cancel_frees_the_slot_within_a_step(lm, executor):
+    runner, tok = lm
+    engine = make_engine(runner, tok, executor, slots=1)
+    ids = tok(PROMPTS[0])["input_ids"]
+
+    async def main():
+        gen = engine.generate(GenerationRequest(ids, SamplingParams(max_new_tokens=50)))
+        await gen.__anext__()
+        await gen.aclose()  # what a disconnecting client's stream does
+        assert engine.scheduler.num_running == 0 and engine.scheduler.free_slots == [0]
+        steps = engine.steps
+        # the freed slot serves the next request at once
+        got = await collect(engine, ids, SamplingParams(max_new_tokens=3))
+        assert len(got) == 3 and engine.steps <= steps + 4
+
+    asyncio.run(main())
+
+
+def test_events_carry_logprobs_top_and_finish(lm, executor):
+    runner, tok = lm
+    engine = make_engine(runner, tok, executor)
+    ids = tok(PROMPTS[0])["input_ids"]
+
+    async def main():
+        params = SamplingParams(max_new_tokens=4, logprobs=True, top_n=3)
+        return [e async for e in engine.generate(GenerationRequest(ids, params))]
+
+    events = asyncio.run(main())
+    assert [e.index for e in events] == [1, 2, 3, 4]
+    assert events[-1].finish_reason == "length" and events[0].finish_reason is None
+    assert events[-1].generated_text == "".join(e.text for e in events)
+    for e in events:
+        assert len(e.top) == 3 and e.top[0][0] == e.token_id  # greedy: the best is chosen
+        assert e.logprob == pytest.approx(e.top[0][2]) and e.logprob <= 0
+
+
+def test_eos_and_stop_sequences(lm, executor):
+    runner, tok = lm
+    engine = make_engine(runner, tok, executor)
+    ids = tok(PROMPTS[0])["input_ids"]
+    greedy = reference(runner, ids, 8)
+
+    async def run(params):
+        return [e async for e in engine.generate(GenerationRequest(ids, params))]
+
+    events = asyncio.run(run(SamplingParams(max_new_tokens=8, eos_token_ids=(greedy[2],))))
+    assert [e.token_id for e in events] == greedy[: greedy.index(greedy[2]) + 1] and events[
+        -1
+    ].finish_reason == "eos_token"
+    full = asyncio.run(run(SamplingParams(max_new_tokens=8)))[-1].generated_text
+    stop = full[len(full) // 2 : len(full) // 2 + 2]
+    if stop.strip() and len(stop) == 2:
+        events = asyncio.run(run(SamplingParams(max_new_tokens=8, stop=(stop,))))
+        assert events[-1].finish_reason == "stop_sequence"
+        assert events[-1].generated_text == full[: full.index(stop)]
