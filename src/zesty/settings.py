@@ -210,6 +210,45 @@ class LifecycleSettings(_Group):
     )
 
 
+class GenerationSettings(_Group):
+    """Text generation (causal language models): limits, KV cache and the step budget."""
+
+    max_input_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Most prompt tokens (default: the model's positions minus one).",
+    )
+    max_total_tokens: int | None = Field(
+        None,
+        ge=2,
+        description="Most prompt + generated tokens of one sequence; also the length of a KV "
+        "cache slot (default: the model's positions, at most 2048).",
+    )
+    max_new_tokens: int = Field(
+        1024, ge=1, description="Most tokens one request may ask to generate."
+    )
+    max_stop_sequences: int = Field(4, ge=0, description="Most stop sequences in one request.")
+    max_top_n_tokens: int = Field(
+        5, ge=0, description="Most alternatives (top_n_tokens / top_logprobs) per token."
+    )
+    max_n: int = Field(4, ge=1, description="Most completions (n) one request may ask for.")
+    max_batch_slots: int = Field(
+        16, ge=1, description="Most sequences generating at once (the running batch)."
+    )
+    kv_cache_memory: ByteSize = Field(
+        ByteSize(1024**3),
+        ge=1,
+        description="Memory for each model's preallocated KV cache, e.g. 1GiB; it bounds the "
+        "running batch (slots of --max-total-tokens positions).",
+    )
+    max_step_tokens: int = Field(
+        256,
+        ge=1,
+        description="Tokens computed in one step (decodes + prompt chunks); longer prompts are "
+        "prefilled in chunks so running streams keep their pace.",
+    )
+
+
 class Settings:
     """The whole tree; built by the CLI or by tests. Adding a group = a class + a GROUPS entry."""
 
@@ -222,6 +261,7 @@ class Settings:
         "cache": CacheSettings,
         "access": AccessSettings,
         "lifecycle": LifecycleSettings,
+        "generation": GenerationSettings,
     }
 
     server: ServerSettings
@@ -232,6 +272,7 @@ class Settings:
     cache: CacheSettings
     access: AccessSettings
     lifecycle: LifecycleSettings
+    generation: GenerationSettings
 
     def __init__(self, **groups: _Group) -> None:
         unknown = set(groups) - set(self.GROUPS)
