@@ -58,10 +58,10 @@ def test_pickle_weights_are_refused_unless_allowed(tiny_models, tmp_path):
 def test_generative_and_unknown_task_models_fail_clearly(tmp_path):
     import json
 
-    folder = tmp_path / "gpt"
+    folder = tmp_path / "t5"  # causal LMs are served (text-generation); seq2seq is not yet
     folder.mkdir()
     (folder / "config.json").write_text(
-        json.dumps({"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]})
+        json.dumps({"model_type": "t5", "architectures": ["T5ForConditionalGeneration"]})
     )
     with make_client([f"g={folder}"]) as c:
         r = c.post("/models/g", json={"inputs": "x"})

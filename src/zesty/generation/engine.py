@@ -40,7 +40,49 @@ class _Stream:
     generator: object
     seed: int | None
     text: list[str] = field(default_factory=list)
-    done: bool = False
+    done: bool = False  # the engine is through with it (finished, failed or cancelled)
+    finished: bool = False  # the consumer has seen its last event
+
+
+class RequestStream:
+    """The events of one admitted request: `async for event in stream`, then `aclose()`
+    (or `async with`); leaving early cancels the sequence at once."""
+
+    def __init__(self, engine: Engine, stream: _Stream) -> None:
+        self._engine = engine
+        self._stream = stream
+        self.seed = stream.seed
+        self.prompt_tokens = len(stream.seq.prompt_ids)
+
+    def __aiter__(self) -> RequestStream:
+        return self
+
+    async def __anext__(self) -> TokenEvent:
+        stream = self._stream
+        if stream.finished:
+            raise StopAsyncIteration
+        try:
+            event = await stream.queue.get()
+        except BaseException:
+            await self.aclose()
+            raise
+        if isinstance(event, BaseException):
+            stream.finished = True
+            raise event
+        if event.finish_reason is not None:
+            stream.finished = True
+        return event
+
+    async def aclose(self) -> None:
+        self._stream.finished = True
+        if not self._stream.done:
+            self._engine.cancel(self._stream.seq.seq_id)
+
+    async def __aenter__(self) -> RequestStream:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
 
 
 class Engine:
@@ -72,19 +114,20 @@ class Engine:
 
     # -- requests ----------------------------------------------------------------------------
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
-        stream = self._add(request)
-        try:
-            while True:
-                event = await stream.queue.get()
-                if isinstance(event, BaseException):
-                    raise event
-                yield event
-                if event.finish_reason is not None:
-                    return
-        finally:
-            if not stream.done:
-                self.cancel(stream.seq.seq_id)
+    def submit(self, request: GenerationRequest) -> RequestStream:
+        """Admit a request now (raises InvalidInput / Overloaded at once); iterate the result
+        for its events. Closing the iterator (or never finishing it) cancels the request."""
+        return RequestStream(self, self._add(request))
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
+        """`submit` + iterate; errors of admission surface at the first `__anext__`."""
+
+        async def events() -> AsyncIterator[TokenEvent]:
+            async with self.submit(request) as stream:
+                async for event in stream:
+                    yield event
+
+        return events()
 
     def _add(self, request: GenerationRequest) -> _Stream:
         params = request.params

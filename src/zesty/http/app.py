@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from zesty import __version__, context
-from zesty.http import hf, openai, ops, tei
+from zesty.http import hf, openai, openai_generation, ops, tei, tgi
 from zesty.http.admission import AdmissionMiddleware
 from zesty.http.auth import AuthMiddleware, CORSMiddleware, cors_middleware_options
 from zesty.http.deps import State
@@ -123,7 +123,8 @@ def create_app(settings: Settings, specs: list[ModelSpec]) -> FastAPI:
         admission=admission,
         response_cache=response_cache,
     )
-    for router in (ops.router, openai.router, tei.router, hf.router):
+    routers = (ops.router, openai.router, openai_generation.router, tei.router, tgi.router)
+    for router in (*routers, hf.router):
         app.include_router(router)
     install_error_handlers(app)
     # Added innermost first. A request meets: CORS -> telemetry (request id, metrics) ->

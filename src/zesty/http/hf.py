@@ -54,6 +54,12 @@ async def _infer(
     options = body.options or HFOptions()
     wait = options.wait_for_model or _truthy(wait_header)
     model = await st.manager.get(model_id, wait=wait)
+    if getattr(model, "generative", False) and task_name in (None, "text-generation"):
+        from zesty.http.tgi import hf_text_generation  # TGI shapes, SSE with "stream"
+
+        return await hf_text_generation(
+            st, model, body.inputs, body.parameters, dict(body.model_extra or {})
+        )
     task = task_for_model(model, task_name)
     parameters = dict(body.parameters or {})
     extra = dict(body.model_extra or {})

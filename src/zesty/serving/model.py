@@ -174,6 +174,17 @@ def load_served_model(
         raise ModelLoadError(f"cannot read the model config: {exc}") from exc
     architectures = getattr(config, "architectures", None) or []
     if any(a.endswith(_UNSUPPORTED_SUFFIXES) for a in architectures):
+        from zesty.generation.model import TASK, is_causal_lm, load_generative_model
+
+        if is_causal_lm(architectures) and task_override in (None, TASK):
+            return load_generative_model(
+                model_id,
+                resolved,
+                config,
+                allow_pickle=allow_pickle,
+                batch_settings=batch_settings,
+                executor=executor,
+            )
         raise ModelLoadError(
             f"{architectures[0]} is a generative model; this zesty version serves encoder tasks only"
         )

@@ -1,0 +1,60 @@
+"""Server-sent events, exactly as clients parse them.
+
+Each event is `data: {json}\n\n` (with the space); OpenAI-dialect streams end with
+`data: [DONE]` (huggingface_hub stops only on that exact line). Once the 200 has gone out an
+error can no longer become an HTTP status: it is sent as a last event
+`data: {"error": "...", "error_type": "..."}` — which is why this module, the one place that
+writes streams, is also the one place besides `zesty.http.errors` that turns errors into
+bodies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi.responses import StreamingResponse
+
+from zesty.errors import ZestyError
+
+log = logging.getLogger(__name__)
+
+DONE = b"data: [DONE]\n\n"
+
+
+def event(payload: object) -> bytes:
+    return b"data: " + json.dumps(payload, ensure_ascii=False).encode("utf-8") + b"\n\n"
+
+
+def error_event(exc: BaseException) -> bytes:
+    if isinstance(exc, ZestyError):
+        return event({"error": exc.message, "error_type": exc.error_type})
+    return event({"error": "internal error while generating", "error_type": "internal"})
+
+
+def sse_response(
+    events: AsyncIterator[object], *, done: bool, headers: dict[str, str] | None = None
+) -> StreamingResponse:
+    """Stream `events` (JSON-able objects); `done`: end with `data: [DONE]`."""
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for payload in events:
+                yield event(payload)
+        except Exception as exc:  # noqa: BLE001 - after the 200, errors are events
+            if not isinstance(exc, ZestyError):
+                log.exception("error while streaming")
+            yield error_event(exc)
+        finally:
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        if done:
+            yield DONE
+
+    return StreamingResponse(
+        body(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})},
+    )
