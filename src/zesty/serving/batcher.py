@@ -7,6 +7,7 @@ tokens: sequences x longest), and runs the batch holding the oldest sequence, so
 lengths share a forward pass (little padding) and nobody starves. The forward pass runs on the
 shared compute executor, off the event loop. When the model is idle a request runs at once;
 when sequences were already waiting, a non-full batch may wait `max_batch_wait_ms` for more.
+How the window is cut is `batch_plan`'s: the least estimated compute, padding included.
 A failing batch is retried item by item so one bad sequence fails alone; a caller that leaves
 (timeout, disconnect) has its sequences dropped before they run; the loop never dies.
 """
@@ -26,6 +27,7 @@ import numpy as np
 
 from zesty.errors import ModelError
 from zesty.runtime.base import Runner
+from zesty.serving.batch_plan import CostModel, plan
 from zesty.settings import BatchSettings
 
 log = logging.getLogger(__name__)
@@ -105,6 +107,7 @@ class Batcher:
         self._window: list[_Pending] = []  # taken from the queue, not yet run
         self.busy = False  # a forward pass is running
         self._backlog = False  # sequences arrived while the last forward pass ran
+        self.cost = CostModel()  # forward time vs padded tokens, fitted from our batches
 
     @property
     def queue_size(self) -> int:
@@ -163,19 +166,15 @@ class Batcher:
                 self._window.append(item)
 
     def _partition(self, items: list[_Pending]) -> list[list[_Pending]]:
-        """Length-sorted items cut into batches within the size cap and the token budget."""
-        batches: list[list[_Pending]] = []
-        current: list[_Pending] = []
-        for item in sorted(items, key=lambda p: p.length):
-            grown = len(current) + 1
-            too_big = item.length * grown > self._settings.max_batch_tokens
-            if current and (grown > self._settings.max_batch_size or too_big):
-                batches.append(current)
-                current = []
-            current.append(item)
-        if current:
-            batches.append(current)
-        return batches
+        """Length-sorted items cut into the batches of least estimated compute (batch_plan)."""
+        ordered = sorted(items, key=lambda p: p.length)
+        runs = plan(
+            [p.length for p in ordered],
+            self.cost.overhead_tokens(),
+            self._settings.max_batch_size,
+            self._settings.max_batch_tokens,
+        )
+        return [ordered[start:end] for start, end in runs]
 
     async def _collect(self) -> list[_Pending]:
         self._fill_window()
@@ -235,6 +234,8 @@ class Batcher:
                     pending.future.set_exception(result)
                 else:
                     pending.future.set_result(result)
+            if record is not None and not any(isinstance(r, BaseException) for r in results):
+                self.cost.add(record.padded_tokens, record.forward_s)
             if record is not None and self.observer is not None:
                 try:
                     self.observer.batch_done(record)
