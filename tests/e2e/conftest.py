@@ -79,8 +79,10 @@ class LiveServer:
 
 
 @pytest.fixture(scope="session")
-def e2e_models(tiny_models) -> dict[str, Path]:
+def e2e_models(tiny_models, tiny_causal) -> dict[str, Path]:
     return {
+        "gpt2": tiny_causal["gpt2"],  # text generation (GPT-2 byte-level BPE)
+        "llama": tiny_causal["llama"],  # text generation with a chat template
         "ner": tiny_models.get("bert", "token-classification", id2label=NER_LABELS),
         "mlm": tiny_models.get("roberta", "masked-lm"),
         "qa": tiny_models.get("bert", "question-answering"),

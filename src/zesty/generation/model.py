@@ -147,6 +147,7 @@ class GenerativeModel(ServedModel):
                 "kv_cache_bytes": self.engine.cache.nbytes,
                 "running": self.engine.num_running,
                 "waiting": self.engine.num_waiting,
+                "steps": self.engine.steps,
             }
         return info
 
