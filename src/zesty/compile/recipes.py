@@ -103,7 +103,8 @@ def fuse(exported: Path, out: Path, config) -> tuple[Path, dict[str, int]]:
 
 
 def weight_sizes(model_file: Path) -> dict[str, int]:
-    """MatMul nodes whose second input is a weight (what dynamic int8 quantizes) -> elements."""
+    """Nodes whose second input is a weight (what dynamic int8 quantizes: MatMul, and the
+    fused Attention of ORT's transformer fusions) -> number of weight elements."""
     import math
 
     import onnx
@@ -113,7 +114,7 @@ def weight_sizes(model_file: Path) -> dict[str, int]:
     return {
         n.name: weights[n.input[1]]
         for n in graph.node
-        if n.op_type == "MatMul" and n.input[1] in weights
+        if n.op_type in ("MatMul", "Attention") and len(n.input) > 1 and n.input[1] in weights
     }
 
 
