@@ -41,6 +41,9 @@ def test_the_doc_has_examples_for_every_route():
         "/info",
         "/metrics",
         "zero-shot-classification",
+        "/generate",
+        "/v1/completions",
+        "/v1/chat/completions",
     ]:
         assert route in text, route
     for model in ["sentiment", "ner", "mlm", "qa", "nli"]:
