@@ -212,3 +212,26 @@ def test_eos_and_stop_sequences(lm, executor):
         events = asyncio.run(run(SamplingParams(max_new_tokens=8, stop=(stop,))))
         assert events[-1].finish_reason == "stop_sequence"
         assert events[-1].generated_text == full[: full.index(stop)]
+
+
+@pytest.mark.parametrize("arch", ["mistral", "qwen2", "qwen3"])
+def test_llama_family_greedy_and_cache(arch, tmp_path, executor):
+    from transformers import AutoTokenizer
+
+    from tests.fixtures.tiny_causal import build_tiny_causal
+
+    path = build_tiny_causal(tmp_path / arch, arch)
+    runner, tok = TorchCausalLM(path), AutoTokenizer.from_pretrained(str(path))
+    engine = make_engine(runner, tok, executor, budget=8)
+    ids = [tok(p)["input_ids"] for p in PROMPTS[:2]]
+
+    async def main():
+        return await asyncio.gather(
+            *(collect(engine, i, SamplingParams(max_new_tokens=8)) for i in ids)
+        )
+
+    for prompt, got in zip(ids, asyncio.run(main())):
+        assert got == reference(runner, prompt, 8)
+    cache = KVCache(runner.kv_shape, 1, 128)
+    logits = runner.step(cache, [StepInput(0, 0, ids[1])])[0]
+    assert (logits - runner.full_logits(ids[1])[-1]).abs().max().item() <= LOGITS_ATOL
