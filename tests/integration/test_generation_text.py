@@ -108,3 +108,52 @@ def test_seeded_draws_are_per_row():
         [row(do_sample=True, seed=9), row(do_sample=True, seed=3), g],
     )
     assert crowd.token_ids[2] == alone[0]
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(temperature=0.7),
+        dict(top_k=5),
+        dict(top_p=0.8),
+        dict(typical_p=0.6),
+        dict(temperature=1.3, top_k=20, top_p=0.9, typical_p=0.95),
+    ],
+)
+def test_warpers_match_transformers(kw):
+    from transformers.generation import logits_process as lp
+
+    torch.manual_seed(1)
+    logits = torch.randn(4, 200) * 3
+    chain = []
+    if "temperature" in kw:
+        chain.append(lp.TemperatureLogitsWarper(kw["temperature"]))
+    if "top_k" in kw:
+        chain.append(lp.TopKLogitsWarper(kw["top_k"]))
+    if "top_p" in kw:
+        chain.append(lp.TopPLogitsWarper(kw["top_p"]))
+    if "typical_p" in kw:
+        chain.append(lp.TypicalLogitsWarper(kw["typical_p"]))
+    want = logits.clone()
+    for proc in chain:
+        want = proc(None, want)
+    got = warp(logits, [row(do_sample=True, **kw) for _ in range(4)])
+    kept = got > -1e30
+    assert torch.equal(kept, torch.isfinite(want))
+    torch.testing.assert_close(got[kept], want[kept])
+
+
+def test_repetition_penalty_matches_transformers():
+    from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
+
+    torch.manual_seed(2)
+    logits = torch.randn(2, 50)
+    ids = [[1, 5, 7, 5], [3, 9]]
+    rows = [SampleRow(SamplingParams(repetition_penalty=1.3), i, 1, None) for i in ids]
+    from zesty.generation.sampling import apply_penalties
+
+    got = apply_penalties(logits, rows)
+    proc = RepetitionPenaltyLogitsProcessor(1.3)
+    for r, i in enumerate(ids):
+        want = proc(torch.tensor([i]), logits[r : r + 1].clone())
+        torch.testing.assert_close(got[r : r + 1], want)

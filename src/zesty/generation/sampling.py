@@ -94,7 +94,7 @@ def warp(logits: torch.Tensor, rows: list[SampleRow]) -> torch.Tensor:
     probs = sorted_logits.masked_fill(remove, neg_inf).softmax(-1)
     before = probs.cumsum(-1) - probs
     top_p = _column(rows, "top_p")[:, None]
-    remove |= (before >= top_p) & (ranks > 0)
+    remove |= (before >= top_p) & (ranks > 0) & (top_p < 1.0)  # 1.0: off (float cumsum)
     filtered = sorted_logits.masked_fill(remove, neg_inf)
     typical = _column(rows, "typical_p")[:, None]
     if bool((typical < 1.0).any()):
