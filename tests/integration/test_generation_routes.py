@@ -256,6 +256,18 @@ def test_chat_refusals(client):
     assert r.status_code == 400
 
 
+def test_encoder_tasks_refuse_a_causal_lm(client):
+    r = client.post("/v1/embeddings", json={"model": "gpt2", "input": "Hello"})
+    assert r.status_code == 400 and "text-generation" in r.json()["error"]["message"]
+    r = client.post("/embed", json={"model": "llama", "inputs": "Hello"})
+    assert r.status_code == 422
+    r = client.post("/models/gpt2/pipeline/fill-mask", json={"inputs": "Hello"})
+    assert r.status_code == 422 and "text-generation" in r.json()["error"]
+    info = {m["id"]: m for m in client.get("/info").json()["models"]}
+    assert info["gpt2"]["tasks"] == ["text-generation"]
+    assert "text-generation" not in info["bert"]["tasks"]
+
+
 def test_an_error_after_the_200_is_an_event(client, monkeypatch):
     engine = None
     for _ in range(1):

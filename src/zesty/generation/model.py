@@ -12,7 +12,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from zesty.errors import InvalidInput, ModelLoadError
+from zesty.errors import InvalidInput, ModelLoadError, TaskNotSupported
 from zesty.generation.engine import Engine
 from zesty.generation.runner_torch import TorchCausalLM
 from zesty.generation.scheduler import SchedulerConfig
@@ -114,8 +114,11 @@ class GenerativeModel(ServedModel):
 
     # -- ServedModel overrides ---------------------------------------------------------------
 
-    def runner(self, head):  # the encoder runners do not apply
-        raise InvalidInput(f"model {self.model_id} only does {TASK}", param="task")
+    def runner(self, head):  # the encoder tasks do not apply
+        raise TaskNotSupported(f"model {self.model_id} only does {TASK}", param="model")
+
+    def batcher(self, head):
+        raise TaskNotSupported(f"model {self.model_id} only does {TASK}", param="model")
 
     def queue_size(self) -> int:
         return self.engine.num_waiting if self.engine is not None else 0

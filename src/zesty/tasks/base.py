@@ -51,6 +51,8 @@ class Task:
 
     def unsupported_reason(self, model) -> str | None:
         """Why `model` cannot do this task, or None when it can."""
+        if getattr(model, "generative", False):
+            return "it is a text-generation model"
         head = self.head_for(model)
         if head.name != "encoder" and model.head.name != head.name:
             return f"it needs a {head.name} model, and this model is a {model.head.name} model"
