@@ -298,3 +298,17 @@ def test_an_error_after_the_200_is_an_event(client, monkeypatch):
     )
     events = sse(r.text)
     assert events[-2]["error_type"] == "model" and events[-1] == "[DONE]"
+
+
+def test_generation_metrics(client):
+    client.post("/generate", json={"inputs": "Hello", "parameters": {"max_new_tokens": 3}})
+    text = client.get("/metrics").text
+    for name in [
+        'zesty_generation_time_to_first_token_seconds_count{model="gpt2"}',
+        'zesty_generation_inter_token_latency_seconds_count{model="gpt2"}',
+        'zesty_generation_tokens_total{model="gpt2"}',
+        'zesty_generation_requests_total{finish_reason="length",model="gpt2"}',
+        'zesty_generation_batch_size_count{model="gpt2"}',
+        'zesty_generation_step_duration_seconds_count{model="gpt2"}',
+    ]:
+        assert name in text, name

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -111,6 +112,8 @@ class Engine:
         self._task: asyncio.Task | None = None
         self.steps = 0  # forward passes run (metrics, tests)
         self.last_batch_size = 0
+        # (batch size, tokens, seconds, running, waiting) after each step; set by the server
+        self.observer = None
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -207,6 +210,7 @@ class Engine:
                 await asyncio.sleep(0)
                 continue
             rows = [(c.seq.seq_id, self._row(c.seq)) for c in output.chunks if c.sample]
+            started = time.perf_counter()
             try:
                 sampled = await loop.run_in_executor(self.executor, self._compute, output, rows)
             except Exception:  # noqa: BLE001 - fail these requests, keep serving the others
@@ -219,9 +223,18 @@ class Engine:
                 continue
             self.steps += 1
             self.last_batch_size = len(output.chunks)
+            seconds = time.perf_counter() - started
             tokens = {seq_id: tok for seq_id, (tok, _, _) in sampled.items()}
             for seq in self.scheduler.update_from_output(output, tokens):
                 self._emit(seq, *sampled[seq.seq_id])
+            if self.observer is not None:
+                self.observer(
+                    len(output.chunks),
+                    output.num_tokens,
+                    seconds,
+                    self.scheduler.num_running,
+                    self.scheduler.num_waiting,
+                )
 
     def _row(self, seq: Sequence) -> SampleRow:
         stream = self._streams.get(seq.seq_id)

@@ -15,6 +15,7 @@ from zesty.generation.model import TASK, GenerativeModel
 from zesty.generation.types import GenerationRequest, TokenEvent
 from zesty.generation.validate import with_seed
 from zesty.http.deps import State
+from zesty.http.generation_metrics import GenerationMetrics
 
 
 async def generative_model(st: State, model_id: str | None) -> GenerativeModel:
@@ -59,9 +60,26 @@ class Run:
 
     model: GenerativeModel
     streams: list[RequestStream]
+    metrics: GenerationMetrics | None = None
     started: float = field(default_factory=time.perf_counter)
-    first_token: float | None = None
     generated: int = 0
+    _last: dict[int, float] = field(default_factory=dict)
+
+    def observe(self, choice: int, event: TokenEvent) -> None:
+        """Count a token; time to first token and inter-token latency per choice."""
+        self.generated += 1
+        if self.metrics is None:
+            return
+        now, model = time.perf_counter(), self.model.model_id
+        last = self._last.get(choice)
+        if last is None:
+            self.metrics.ttft.labels(model).observe(now - self.started)
+        else:
+            self.metrics.itl.labels(model).observe(now - last)
+        self._last[choice] = now
+        self.metrics.tokens.labels(model).inc()
+        if event.finish_reason is not None:
+            self.metrics.finished.labels(model, event.finish_reason).inc()
 
     @property
     def prompt_tokens(self) -> int:
@@ -86,6 +104,9 @@ class Run:
 
 def submit(st: State, model: GenerativeModel, request: GenerationRequest, n: int = 1) -> Run:
     engine = model.engine_for(st.settings.generation)
+    metrics = GenerationMetrics.of(st.metrics)
+    if engine.observer is None:
+        engine.observer = metrics.step_observer(model.model_id)
     streams: list[RequestStream] = []
     try:
         for i in range(n):
@@ -94,7 +115,7 @@ def submit(st: State, model: GenerativeModel, request: GenerationRequest, n: int
         for s in streams:
             s._engine.cancel(s._stream.seq.seq_id)
         raise
-    return Run(model, streams)
+    return Run(model, streams, metrics)
 
 
 async def collect(run: Run) -> list[list[TokenEvent]]:
@@ -103,14 +124,17 @@ async def collect(run: Run) -> list[list[TokenEvent]]:
     model.active += 1
     try:
 
-        async def one(stream: RequestStream) -> list[TokenEvent]:
-            return [e async for e in stream]
+        async def one(i: int, stream: RequestStream) -> list[TokenEvent]:
+            events = []
+            async for e in stream:
+                run.observe(i, e)
+                events.append(e)
+            return events
 
-        results = await asyncio.gather(*(one(s) for s in run.streams))
+        results = await asyncio.gather(*(one(i, s) for i, s in enumerate(run.streams)))
     finally:
         model.active -= 1
         await run.aclose()
-    run.generated = sum(len(r) for r in results)
     return list(results)
 
 
@@ -138,7 +162,7 @@ async def merged(run: Run) -> AsyncIterator[tuple[int, TokenEvent]]:
             elif isinstance(item, Exception):
                 raise item
             else:
-                run.generated += 1
+                run.observe(i, item)
                 yield i, item
     finally:
         model.active -= 1
