@@ -235,3 +235,17 @@ def test_llama_family_greedy_and_cache(arch, tmp_path, executor):
     cache = KVCache(runner.kv_shape, 1, 128)
     logits = runner.step(cache, [StepInput(0, 0, ids[1])])[0]
     assert (logits - runner.full_logits(ids[1])[-1]).abs().max().item() <= LOGITS_ATOL
+
+
+def test_cache_is_written_in_place_and_read_through_views(lm):
+    runner, tok = lm
+    cache = KVCache(runner.kv_shape, 2, 128)
+    pointers = [t.data_ptr() for t in cache.keys + cache.values]
+    ids = tok(PROMPTS[0])["input_ids"]
+    runner.step(cache, [StepInput(1, 0, ids)])
+    assert [t.data_ptr() for t in cache.keys + cache.values] == pointers
+    assert cache.keys[0][0].abs().sum() == 0  # slot 0 untouched
+    assert cache.keys[0][1, :, : len(ids)].abs().sum() > 0
+    assert cache.keys[0][1, :, len(ids) :].abs().sum() == 0
+    keys, _ = cache.view(0, 1, len(ids))
+    assert keys.data_ptr() == cache.keys[0][1].data_ptr()  # a view, not a copy

@@ -2,8 +2,8 @@
 
 Per layer one key and one value tensor shaped `[slots, kv_heads, max_len, head_dim]`,
 allocated once when the engine starts. A step writes only the new tokens' rows (an
-`index_put_` at `(slot, :, position)`), and reads back only the rows of the sequences in the
-step, up to the longest of their lengths — never the whole cache.
+`index_put_` at `(slot, :, position)`), and attention reads each sequence's slot through a
+view up to its own length — the cache is never copied or gathered.
 """
 
 from __future__ import annotations
@@ -54,8 +54,10 @@ class KVCache:
         self.keys[layer][slots, :, positions] = keys  # index_put_: no copy of the cache
         self.values[layer][slots, :, positions] = values
 
-    def read(
-        self, layer: int, slots: torch.Tensor, length: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values of `slots` for positions `0..length-1`: [B, heads, length, dim]."""
-        return self.keys[layer][slots, :, :length], self.values[layer][slots, :, :length]
+    def view(self, layer: int, slot: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of one slot, positions `0..length-1`: views [1, heads, length, dim]
+        into the cache (no copy)."""
+        return (
+            self.keys[layer][slot : slot + 1, :, :length],
+            self.values[layer][slot : slot + 1, :, :length],
+        )

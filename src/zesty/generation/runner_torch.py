@@ -5,8 +5,8 @@ token, some prefilling a chunk of their prompt — in a single forward pass:
 
 - the chunks are padded to the longest one (`[B, L]`), each row with its own position ids;
 - each layer computes the new keys/values, writes only the valid rows into the cache in
-  place (`KVCache.write`), reads back the rows of these sequences up to the longest length,
-  and attends with a per-row causal mask over the cache (`j <= position`);
+  place (`KVCache.write`), and attends each row's queries over a view of its own slot
+  (`keys[slot, :, :length]`, no copy), causal within a prefill chunk;
 - only the last valid token of each row goes through the LM head.
 
 The decoder layers are driven here, using the transformers modules' own weights and
@@ -47,7 +47,8 @@ class StepInput:
 
 
 class _Batch:
-    """Padded ids, positions and the masks of one step (built once, shared by the layers)."""
+    """Padded ids and positions of one step, and each row's view of the cache (built once,
+    shared by the layers)."""
 
     def __init__(self, items: list[StepInput], device: torch.device) -> None:
         lengths = torch.tensor([len(i.tokens) for i in items])
@@ -59,17 +60,23 @@ class _Batch:
         offsets = torch.arange(width)
         valid = offsets[None, :] < lengths[:, None]  # [B, L]
         # padded rows sit at their sequence's first position (never past the model's range)
-        self.positions = torch.where(valid, starts[:, None] + offsets[None, :], starts[:, None])
-        self.kv_len = int((starts + lengths).max())
-        keys = torch.arange(self.kv_len)
-        self.mask = (keys[None, None, :] <= self.positions[:, :, None])[:, None]  # [B,1,L,K]
+        positions = torch.where(valid, starts[:, None] + offsets[None, :], starts[:, None])
         self.rows, self.cols = valid.nonzero(as_tuple=True)  # the tokens whose K/V are stored
-        self.slots = torch.tensor([i.slot for i in items], device=device)
-        self.write_slots = self.slots[self.rows]
-        self.write_positions = self.positions[self.rows, self.cols]
+        slots = torch.tensor([i.slot for i in items])
+        self.write_slots = slots[self.rows].to(device)
+        self.write_positions = positions[self.rows, self.cols].to(device)
         self.last = lengths - 1
-        self.positions = self.positions.to(device)
-        self.mask = self.mask.to(device)
+        self.positions = positions.to(device)
+        # per row: (slot, tokens, cache length, causal mask within the chunk or None)
+        self.views: list[tuple[int, int, int, torch.Tensor | None]] = []
+        for item in items:
+            n, total = len(item.tokens), item.start + len(item.tokens)
+            mask = None
+            if n > 1:
+                keys = torch.arange(total, device=device)
+                queries = torch.arange(item.start, total, device=device)
+                mask = keys[None, :] <= queries[:, None]  # [n, total]
+            self.views.append((item.slot, n, total, mask))
 
 
 class TorchCausalLM:
@@ -137,7 +144,11 @@ class TorchCausalLM:
         return self.model.get_output_embeddings()(last).float()
 
     def _attend(self, cache: KVCache, layer: int, batch: _Batch, q, k, v, scale: float):
-        """Store k/v rows, attend q over the cache; q/k/v: [B, heads, L, dim]."""
+        """Store k/v rows in the cache, then attend each row's queries over its own slot.
+
+        q/k/v: [B, heads, L, dim]. The cache is read through views of each sequence's slot
+        (`keys[slot, :, :length]`), never gathered into a copy of the batch's cache.
+        """
         cache.write(
             layer,
             batch.write_slots,
@@ -145,15 +156,18 @@ class TorchCausalLM:
             k[batch.rows, :, batch.cols],
             v[batch.rows, :, batch.cols],
         )
-        keys, values = cache.read(layer, batch.slots, batch.kv_len)
-        out = F.scaled_dot_product_attention(
-            q,
-            keys,
-            values,
-            attn_mask=batch.mask,
-            scale=scale,
-            enable_gqa=q.shape[1] != keys.shape[1],
-        )
+        out = torch.zeros_like(q)
+        gqa = q.shape[1] != cache.shape.kv_heads
+        for row, (slot, n, total, mask) in enumerate(batch.views):
+            keys, values = cache.view(layer, slot, total)
+            out[row, :, :n] = F.scaled_dot_product_attention(
+                q[row : row + 1, :, :n],
+                keys,
+                values,
+                attn_mask=mask,
+                scale=scale,
+                enable_gqa=gqa,
+            )[0]
         bsz, heads, length, dim = out.shape
         return out.transpose(1, 2).reshape(bsz, length, heads * dim)
 
