@@ -312,3 +312,18 @@ def test_generation_metrics(client):
         'zesty_generation_step_duration_seconds_count{model="gpt2"}',
     ]:
         assert name in text, name
+
+
+def test_truncate_keeps_the_last_prompt_tokens(client):
+    long = "word " * 200
+    params = {"max_new_tokens": 3, "truncate": 20, "details": True, "decoder_input_details": True}
+    r = client.post("/generate", json={"inputs": long, "parameters": params})
+    assert r.status_code == 200, r.text
+    assert len(r.json()["details"]["prefill"]) == 20
+    stream = sse(
+        client.post(
+            "/generate_stream",
+            json={"inputs": long, "parameters": {**params, "decoder_input_details": False}},
+        ).text
+    )
+    assert stream[-1]["details"]["input_length"] == 20

@@ -96,8 +96,10 @@ class GenerativeModel(ServedModel):
 
     # -- text --------------------------------------------------------------------------------
 
-    def encode_prompt(self, text: str) -> list[int]:
-        return list(self.tokenizer.hf(text, add_special_tokens=True)["input_ids"])
+    def encode_prompt(self, text: str, *, chat: bool = False) -> list[int]:
+        """Token ids of a prompt; a rendered chat template already holds its special tokens
+        (as transformers' chat pipeline and vLLM do, no second BOS is added)."""
+        return list(self.tokenizer.hf(text, add_special_tokens=not chat)["input_ids"])
 
     def chat_prompt(self, messages: list[dict[str, Any]]) -> str:
         hf = self.tokenizer.hf

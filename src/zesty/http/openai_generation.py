@@ -252,7 +252,7 @@ async def chat_completions(body: ChatRequest, request: Request) -> Response:
     gen = build_request(
         model,
         limits,
-        model.encode_prompt(prompt),
+        model.encode_prompt(prompt, chat=True),
         knobs,
         names=_names(max_name, "top_logprobs"),
         prompt_param="messages",
