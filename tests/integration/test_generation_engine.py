@@ -249,3 +249,17 @@ def test_cache_is_written_in_place_and_read_through_views(lm):
     assert cache.keys[0][1, :, len(ids) :].abs().sum() == 0
     keys, _ = cache.view(0, 1, len(ids))
     assert keys.data_ptr() == cache.keys[0][1].data_ptr()  # a view, not a copy
+
+
+def test_a_dropped_stream_is_cancelled(lm, executor):
+    runner, tok = lm
+    engine = make_engine(runner, tok, executor, slots=1)
+    ids = tok(PROMPTS[0])["input_ids"]
+
+    async def main():
+        stream = engine.submit(GenerationRequest(ids, SamplingParams(max_new_tokens=50)))
+        assert engine.scheduler.num_waiting + engine.scheduler.num_running == 1
+        del stream  # e.g. a streaming response that never started
+        assert not engine.scheduler.has_work and engine._streams == {}
+
+    asyncio.run(main())

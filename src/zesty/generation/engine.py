@@ -17,6 +17,7 @@ import asyncio
 import logging
 import random
 import time
+import weakref
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -54,6 +55,8 @@ class RequestStream:
         self._stream = stream
         self.seed = stream.seed
         self.prompt_tokens = len(stream.seq.prompt_ids)
+        # dropped without being closed (e.g. a response that never started): cancel anyway
+        self._cancel = weakref.finalize(self, engine.cancel, stream.seq.seq_id)
 
     def __aiter__(self) -> RequestStream:
         return self
@@ -76,8 +79,7 @@ class RequestStream:
 
     async def aclose(self) -> None:
         self._stream.finished = True
-        if not self._stream.done:
-            self._engine.cancel(self._stream.seq.seq_id)
+        self._cancel()  # once; a finished sequence is left as it is
 
     async def __aenter__(self) -> RequestStream:
         return self

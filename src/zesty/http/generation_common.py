@@ -112,8 +112,7 @@ def submit(st: State, model: GenerativeModel, request: GenerationRequest, n: int
         for i in range(n):
             streams.append(engine.submit(with_seed(request, i)))
     except BaseException:
-        for s in streams:
-            s._engine.cancel(s._stream.seq.seq_id)
+        streams.clear()  # the ones admitted are cancelled as they are dropped
         raise
     return Run(model, streams, metrics)
 
