@@ -77,18 +77,20 @@ def test_openai_sdk_completions_and_chat(live):
 def test_disconnect_mid_stream_frees_the_slot(live):
     def engine():
         models = httpx.get(live.url + "/info").json()["models"]
-        return next(m for m in models if m["id"] == "gpt2").get("engine", {})
+        return next(m for m in models if m["id"] == "gpt2").get("engine") or {"steps": 0}
 
+    before = engine()["steps"]
     with httpx.Client(timeout=30) as c:
         with c.stream(
             "POST",
             live.url + "/models/gpt2",
             json={"inputs": "Hello", "parameters": {"max_new_tokens": 120}, "stream": True},
         ) as r:
-            lines = r.iter_lines()
-            assert next(lines).startswith("data: ")
-            assert engine()["running"] == 1
+            assert next(r.iter_lines()).startswith("data: ")
     deadline = time.monotonic() + 5
     while engine()["running"] and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert engine()["running"] == 0 and engine()["steps"] < 120
+    after = engine()
+    assert after["running"] == 0
+    # stopped early (the 120 tokens take far longer than reading one event and closing)
+    assert after["steps"] - before < 120
