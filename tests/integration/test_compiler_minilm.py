@@ -16,7 +16,7 @@ def test_minilm_autotuned_artifact_keeps_the_budget(minilm_path, tmp_path, monke
     from zesty.compile.accuracy import DEFAULT_BUDGETS
 
     monkeypatch.setenv("ZESTY_CACHE", str(tmp_path / "cache"))
-    with make_client([], backend="onnx") as c:
+    with make_client([], ready_timeout=900, backend="onnx") as c:
         info = c.get("/info").json()["models"][0]
         assert info["backend"] == "onnx", info
         artifact = info["artifact"]
