@@ -205,8 +205,16 @@ class Server:
         self.log.close()
 
 
+def machine_busy_s() -> float:
+    """CPU seconds all processes on the machine spent busy (from /proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def load(url: str, bodies: Path, clients: int, server_pid: int) -> dict:
     cpu0 = tree_cpu_s(server_pid)
+    busy0 = machine_busy_s()
     done = subprocess.run(
         [
             sys.executable,
@@ -224,6 +232,12 @@ def load(url: str, bodies: Path, clients: int, server_pid: int) -> dict:
     )
     result = json.loads(done.stdout)
     result["server_cpu_s"] = round(tree_cpu_s(server_pid) - cpu0, 3)
+    # CPU that neither the server nor the client used: other work on the machine that
+    # competed with this measurement (0 on a quiet machine; the run is noisy otherwise)
+    foreign = machine_busy_s() - busy0 - result["server_cpu_s"] - result["client_cpu_s"]
+    result["foreign_cpu_share_of_machine"] = round(
+        max(foreign, 0.0) / (result["wall_s"] * (os.cpu_count() or 1)), 4
+    )
     cores = os.cpu_count() or 1
     result["client_cpu_share_of_machine"] = round(
         result["client_cpu_s"] / (result["wall_s"] * cores), 4

@@ -95,6 +95,7 @@ def main() -> int:
                     "mean_batch_size": round((after["sum"] - before["sum"]) / batches, 2),
                     "mean_padding_ratio": round((pad1["sum"] - pad0["sum"]) / batches, 4),
                     "client_cpu_share_of_machine": r["client_cpu_share_of_machine"],
+                    "foreign_cpu_share_of_machine": r["foreign_cpu_share_of_machine"],
                 }
                 print(f"[{name}] {workload}: {json.dumps(out[workload])}", file=sys.stderr)
             result["configs"][name] = out

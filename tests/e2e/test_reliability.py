@@ -241,6 +241,11 @@ def test_burst_of_500_with_a_limit_of_72(slow):
     # turn to be parsed; still, every 429 came back before the first forward pass (1 s) ended.
     reject_s = sorted(r[3] for r in rejected)
     assert p99(reject_s) < 0.5, reject_s[-5:]
+    print(
+        f"\nburst: {len(ok)} x 200, {len(rejected)} x 429; server time per 429 <5 ms: "
+        f"{rejected_within('0.005'):.0f}/428; client-seen 429 p50 "
+        f"{reject_s[len(reject_s) // 2] * 1000:.0f} ms p99 {p99(reject_s) * 1000:.0f} ms"
+    )
     assert min(r[3] for r in ok) >= 0.9 and wall < 30
     # the permits all come back, and so does the memory
     deadline = time.monotonic() + 10
@@ -248,6 +253,7 @@ def test_burst_of_500_with_a_limit_of_72(slow):
         time.sleep(0.1)
     assert slow.metric("zesty_requests_in_flight") == 0
     assert slow.rss_kib() <= rss_before * 1.10, (rss_before, slow.rss_kib())
+    print(f"burst: RSS {rss_before} KiB before, {slow.rss_kib()} KiB after")
     single = httpx.post(slow.url + "/models/slow", json={"inputs": "after"}, timeout=30)
     assert single.status_code == 200 and single.elapsed.total_seconds() < 1.5
 
@@ -294,6 +300,7 @@ def test_1000_abandoned_requests_then_100_normal_ones_all_succeed(chaos):
     # its forward pass is computed anyway): here about half of the abandoned ones.
     computed = chaos.metric("zesty_batch_size_sum") - computed_before
     assert 1100 - computed >= 0.2 * outcome["abandoned"], (computed, outcome)
+    print(f"\nabandon: {outcome}; sequences computed {computed:.0f} of 1100 sent")
     assert chaos.metric("zesty_requests_in_flight") == 0
     assert chaos.metric("zesty_queue_size") == 0
     assert chaos.metric("zesty_request_failure_total", 'reason="disconnected"') > 0
@@ -390,6 +397,11 @@ def test_health_answers_in_under_100ms_p99_while_the_model_is_saturated(tmp_path
         probes, completed, queue = asyncio.run(scenario())
         assert completed > 48 and queue > 0  # the model really was saturated
         assert p99(probes) < 0.1, sorted(probes)[-5:]
+        print(
+            f"\nhealth under saturation: p50 {sorted(probes)[75] * 1000:.1f} ms, "
+            f"p99 {p99(probes) * 1000:.1f} ms, max {max(probes) * 1000:.1f} ms; "
+            f"{completed} embeddings meanwhile, queue {queue:.0f}"
+        )
     finally:
         server.stop()
 
@@ -425,5 +437,9 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(embedder):
         code = server.proc.wait(timeout=10 + 2)
         assert code == 0 and time.monotonic() - signalled < 12
         assert "draining 20 request(s)" in server.output()
+        print(
+            f"\nsigterm: /ready 503 after {ready[3] * 1000:.0f} ms, 20/20 in flight answered "
+            f"200, exit 0 after {time.monotonic() - signalled:.1f} s"
+        )
     finally:
         server.stop()
