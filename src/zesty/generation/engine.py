@@ -14,6 +14,7 @@ sequence at once, so it takes no part in the next step and its KV slot is free f
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import random
 import time
@@ -186,7 +187,8 @@ class Engine:
         if self._task is not None and self._task.get_loop() is not loop:
             self._task, self._wake = None, asyncio.Event()  # a new event loop (tests)
         if self._task is None or self._task.done():
-            self._task = loop.create_task(self._loop())
+            # an empty context: the loop must not log under the id of the request that woke it
+            self._task = contextvars.Context().run(loop.create_task, self._loop())
 
     async def close(self) -> None:
         if self._task is not None:
@@ -211,10 +213,8 @@ class Engine:
             if not output:  # pragma: no cover - has_work implies something to schedule
                 await asyncio.sleep(0)
                 continue
-            rows = [(c.seq.seq_id, self._row(c.seq)) for c in output.chunks if c.sample]
-            started = time.perf_counter()
             try:
-                sampled = await loop.run_in_executor(self.executor, self._compute, output, rows)
+                await self._step(loop, output)
             except Exception:  # noqa: BLE001 - fail these requests, keep serving the others
                 log.exception("generation step failed (%s)", self.name)
                 for chunk in output.chunks:
@@ -222,21 +222,25 @@ class Engine:
                     if stream is not None:
                         stream.queue.put_nowait(ModelError("the model failed while generating"))
                     self.cancel(chunk.seq.seq_id)
-                continue
-            self.steps += 1
-            self.last_batch_size = len(output.chunks)
-            seconds = time.perf_counter() - started
-            tokens = {seq_id: tok for seq_id, (tok, _, _) in sampled.items()}
-            for seq in self.scheduler.update_from_output(output, tokens):
-                self._emit(seq, *sampled[seq.seq_id])
-            if self.observer is not None:
-                self.observer(
-                    len(output.chunks),
-                    output.num_tokens,
-                    seconds,
-                    self.scheduler.num_running,
-                    self.scheduler.num_waiting,
-                )
+
+    async def _step(self, loop: asyncio.AbstractEventLoop, output: SchedulerOutput) -> None:
+        rows = [(c.seq.seq_id, self._row(c.seq)) for c in output.chunks if c.sample]
+        started = time.perf_counter()
+        sampled = await loop.run_in_executor(self.executor, self._compute, output, rows)
+        self.steps += 1
+        self.last_batch_size = len(output.chunks)
+        seconds = time.perf_counter() - started
+        tokens = {seq_id: tok for seq_id, (tok, _, _) in sampled.items()}
+        for seq in self.scheduler.update_from_output(output, tokens):
+            self._emit(seq, *sampled[seq.seq_id])
+        if self.observer is not None:
+            self.observer(
+                len(output.chunks),
+                output.num_tokens,
+                seconds,
+                self.scheduler.num_running,
+                self.scheduler.num_waiting,
+            )
 
     def _row(self, seq: Sequence) -> SampleRow:
         stream = self._streams.get(seq.seq_id)
