@@ -18,7 +18,11 @@ def test_inference_client_text_generation(live):
     tgi = httpx.post(
         live.url + "/generate", json={"inputs": PROMPT, "parameters": {"max_new_tokens": 8}}
     ).json()["generated_text"]
-    hf = InferenceClient(model=f"{live.url}/models/gpt2")
+    with InferenceClient(model=f"{live.url}/models/gpt2") as hf:
+        check_text_generation(hf, tgi)
+
+
+def check_text_generation(hf: InferenceClient, tgi: str) -> None:
     assert hf.text_generation(PROMPT, max_new_tokens=8) == tgi
     streamed = list(hf.text_generation(PROMPT, max_new_tokens=8, stream=True))
     assert "".join(streamed).encode() == tgi.encode()
@@ -34,7 +38,11 @@ def test_inference_client_text_generation(live):
 
 
 def test_inference_client_chat_completion(live):
-    hf = InferenceClient(base_url=live.url)
+    with InferenceClient(base_url=live.url) as hf:
+        check_chat_completion(hf)
+
+
+def check_chat_completion(hf: InferenceClient) -> None:
     out = hf.chat_completion(MESSAGES, model="llama", max_tokens=6, temperature=0)
     text = out.choices[0].message.content
     assert out.choices[0].finish_reason == "length" and out.usage.completion_tokens == 6
@@ -45,7 +53,11 @@ def test_inference_client_chat_completion(live):
 
 
 def test_openai_sdk_completions_and_chat(live):
-    oa = openai.OpenAI(base_url=live.url + "/v1", api_key="-")
+    with openai.OpenAI(base_url=live.url + "/v1", api_key="-") as oa:
+        check_openai(oa)
+
+
+def check_openai(oa: openai.OpenAI) -> None:
     done = oa.completions.create(model="gpt2", prompt=PROMPT, max_tokens=7, temperature=0)
     text = done.choices[0].text
     assert done.usage.completion_tokens == 7 and done.choices[0].finish_reason == "length"
