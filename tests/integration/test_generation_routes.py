@@ -212,6 +212,12 @@ def test_non_finite_numbers_and_long_prompts_are_4xx(client):
     assert r.status_code == 422 and "--max-input-tokens (127)" in r.json()["error"]
     r = client.post("/generate", json={"inputs": ""})
     assert r.status_code == 422
+    r = client.post("/generate", json={"inputs": "a" * 50_001})
+    assert r.status_code == 422 and "--max-input-chars (50000)" in r.json()["error"]
+    r = client.post("/v1/completions", json={"model": "gpt2", "prompt": "a" * 50_001})
+    assert r.status_code == 400 and "--max-input-chars" in r.json()["error"]["message"]
+    r = client.post("/", json={"inputs": "Hello", "parameters": {"max_new_tokens": 2}})
+    assert r.status_code == 200 and set(r.json()[0]) == {"generated_text"}
     r = client.post(
         "/generate_stream", json={"inputs": "x", "parameters": {"decoder_input_details": True}}
     )

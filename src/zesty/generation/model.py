@@ -96,9 +96,17 @@ class GenerativeModel(ServedModel):
 
     # -- text --------------------------------------------------------------------------------
 
-    def encode_prompt(self, text: str, *, chat: bool = False) -> list[int]:
-        """Token ids of a prompt; a rendered chat template already holds its special tokens
-        (as transformers' chat pipeline and vLLM do, no second BOS is added)."""
+    def encode_prompt(
+        self, text: str, *, max_chars: int, param: str = "inputs", chat: bool = False
+    ) -> list[int]:
+        """Token ids of a prompt, its length checked before tokenizing (--max-input-chars).
+        A rendered chat template already holds its special tokens (as transformers' chat
+        pipeline and vLLM do, no second BOS is added)."""
+        if len(text) > max_chars:
+            raise InvalidInput(
+                f"{param} has {len(text)} characters, more than --max-input-chars ({max_chars})",
+                param=param,
+            )
         return list(self.tokenizer.hf(text, add_special_tokens=not chat)["input_ids"])
 
     def chat_prompt(self, messages: list[dict[str, Any]]) -> str:

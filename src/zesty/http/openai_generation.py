@@ -175,7 +175,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     gen = build_request(
         model,
         limits,
-        model.encode_prompt(prompt),
+        model.encode_prompt(prompt, max_chars=st.settings.limits.max_input_chars, param="prompt"),
         knobs,
         names=_names("max_tokens", "logprobs"),
         prompt_param="prompt",
@@ -252,7 +252,9 @@ async def chat_completions(body: ChatRequest, request: Request) -> Response:
     gen = build_request(
         model,
         limits,
-        model.encode_prompt(prompt, chat=True),
+        model.encode_prompt(
+            prompt, max_chars=st.settings.limits.max_input_chars, param="messages", chat=True
+        ),
         knobs,
         names=_names(max_name, "top_logprobs"),
         prompt_param="messages",

@@ -93,6 +93,10 @@ def _knobs(p: TGIParameters) -> Knobs:
     )
 
 
+def _encode(st: State, model: GenerativeModel, text: str) -> list[int]:
+    return model.encode_prompt(text, max_chars=st.settings.limits.max_input_chars)
+
+
 def _token(e: TokenEvent) -> dict[str, Any]:
     return {"id": e.token_id, "text": e.text, "logprob": e.logprob, "special": e.special}
 
@@ -125,7 +129,7 @@ async def generate(st: State, model: GenerativeModel, body: TGIRequest) -> tuple
     p = body.parameters
     limits = model.limits(st.settings.generation)
     request = build_request(
-        model, limits, model.encode_prompt(body.inputs), _knobs(p), names={"top_n": "top_n_tokens"}
+        model, limits, _encode(st, model, body.inputs), _knobs(p), names={"top_n": "top_n_tokens"}
     )
     run = submit(st, model, request)
     events = (await collect(run))[0]
@@ -157,7 +161,7 @@ def stream(st: State, model: GenerativeModel, body: TGIRequest) -> Response:
         )
     limits = model.limits(st.settings.generation)
     request = build_request(
-        model, limits, model.encode_prompt(body.inputs), _knobs(p), names={"top_n": "top_n_tokens"}
+        model, limits, _encode(st, model, body.inputs), _knobs(p), names={"top_n": "top_n_tokens"}
     )
     run = submit(st, model, request)
 
