@@ -263,3 +263,23 @@ def test_a_dropped_stream_is_cancelled(lm, executor):
         assert not engine.scheduler.has_work and engine._streams == {}
 
     asyncio.run(main())
+
+
+def test_queue_full_is_overloaded_and_too_long_is_invalid(lm, executor):
+    from zesty.errors import InvalidInput, Overloaded
+
+    runner, tok = lm
+    config = SchedulerConfig(num_slots=1, max_len=32, max_batch_tokens=8, max_waiting=1)
+    engine = Engine(runner, tok.backend_tokenizer, config, executor)
+    ids = tok(PROMPTS[0])["input_ids"]
+
+    async def main():
+        first = engine.submit(GenerationRequest(ids, SamplingParams(max_new_tokens=4)))
+        with pytest.raises(Overloaded) as err:
+            engine.submit(GenerationRequest(ids, SamplingParams(max_new_tokens=4)))
+        assert err.value.status_code == 429 and err.value.headers["Retry-After"]
+        with pytest.raises(InvalidInput):
+            engine.submit(GenerationRequest(ids, SamplingParams(max_new_tokens=40)))
+        assert len([e async for e in first]) == 4
+
+    asyncio.run(main())
