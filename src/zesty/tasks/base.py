@@ -8,7 +8,7 @@ requests, and `postprocess` turns the per-sequence outputs into the pipeline's a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -116,16 +116,23 @@ def check_batch(items: Sequence[Any], limits: LimitSettings, param: str = "input
         )
 
 
-def text_inputs(
-    inputs: Any, limits: LimitSettings, param: str = "inputs"
-) -> tuple[list[str], bool]:
-    """A string or a list of strings -> (texts, batched)."""
+def list_or_one(
+    inputs: Any, limits: LimitSettings, check: Callable[[Any, str], Any], param: str = "inputs"
+) -> tuple[list[Any], bool]:
+    """One item or a list of them -> (checked items, batched); `check(item, where)`."""
     if inputs is None:
         raise InvalidInput(f"{param} is required", param=param)
     if isinstance(inputs, list):
         check_batch(inputs, limits, param)
-        return [check_text(t, limits, f"{param}[{i}]") for i, t in enumerate(inputs)], True
-    return [check_text(inputs, limits, param)], False
+        return [check(x, f"{param}[{i}]") for i, x in enumerate(inputs)], True
+    return [check(inputs, param)], False
+
+
+def text_inputs(
+    inputs: Any, limits: LimitSettings, param: str = "inputs"
+) -> tuple[list[str], bool]:
+    """A string or a list of strings -> (texts, batched)."""
+    return list_or_one(inputs, limits, lambda t, where: check_text(t, limits, where), param)
 
 
 def encoded(enc) -> Encoded:

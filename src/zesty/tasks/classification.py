@@ -16,9 +16,9 @@ from zesty.tasks.base import (
     Prepared,
     Task,
     TaskRequest,
-    check_batch,
     check_text,
     encoded,
+    list_or_one,
     text_inputs,
     validate_params,
 )
@@ -78,14 +78,9 @@ class TextClassification(Task):
     Parameters = ClassifyParams
 
     def parse(self, inputs: Any, parameters: dict[str, Any], limits: LimitSettings) -> TaskRequest:
-        if inputs is None:
-            raise InvalidInput("inputs is required", param="inputs")
-        if isinstance(inputs, list):
-            check_batch(inputs, limits)
-            items = [_text_or_pair(x, limits, f"inputs[{i}]") for i, x in enumerate(inputs)]
-            batched = True
-        else:
-            items, batched = [_text_or_pair(inputs, limits, "inputs")], False
+        items, batched = list_or_one(
+            inputs, limits, lambda x, where: _text_or_pair(x, limits, where)
+        )
         return TaskRequest(items, validate_params(ClassifyParams, parameters), batched)
 
     def preprocess(self, model, request: TaskRequest) -> Prepared:

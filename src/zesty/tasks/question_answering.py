@@ -28,8 +28,8 @@ from zesty.tasks.base import (
     Prepared,
     Task,
     TaskRequest,
-    check_batch,
     check_text,
+    list_or_one,
     validate_params,
 )
 from zesty.tasks.registry import register
@@ -143,14 +143,7 @@ class QuestionAnswering(Task):
     Parameters = QAParams
 
     def parse(self, inputs: Any, parameters: dict[str, Any], limits: LimitSettings) -> TaskRequest:
-        if inputs is None:
-            raise InvalidInput("inputs is required", param="inputs")
-        if isinstance(inputs, list):
-            check_batch(inputs, limits)
-            items = [_pair(x, limits, f"inputs[{i}]") for i, x in enumerate(inputs)]
-            batched = True
-        else:
-            items, batched = [_pair(inputs, limits, "inputs")], False
+        items, batched = list_or_one(inputs, limits, lambda x, where: _pair(x, limits, where))
         params = validate_params(QAParams, parameters)
         options = {"max_chunks": limits.max_client_batch_size * CHUNKS_PER_INPUT}
         return TaskRequest(items, params, batched, options=options)
