@@ -29,6 +29,8 @@ CONFIGS = {
     "--max-batch-size 8": "--max-batch-size 8",
     "--max-batch-wait-ms 5": "--max-batch-wait-ms 5",
     "--max-batch-tokens 512": "--max-batch-tokens 512",
+    "--batch-overhead-tokens 8": "--batch-overhead-tokens 8",
+    "--batch-overhead-tokens 1e9 (one batch per window)": "--batch-overhead-tokens 1e9",
     "--threads 1": "--threads 1",
     "no caches (--response-cache-size 0 --tokenization-cache-size 0)": (
         "--response-cache-size 0 --tokenization-cache-size 0"

@@ -115,6 +115,13 @@ class BatchSettings(_Group):
         description="How long a non-full batch may wait for more requests while the model is "
         "busy (never waits when idle).",
     )
+    batch_overhead_tokens: float = Field(
+        32.0,
+        ge=0,
+        description="Fixed cost of one forward pass, in padded tokens: waiting sequences are "
+        "cut into the batches of least cost (fixed cost + sequences x longest); lower splits "
+        "mixed lengths more, very high puts everything that fits in one batch.",
+    )
 
 
 class ServingSettings(_Group):

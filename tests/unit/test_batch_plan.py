@@ -1,10 +1,10 @@
-"""Cutting a window into batches: least total cost, constraints, the online cost model."""
+"""Cutting a window into batches: least total cost within the limits."""
 
 from __future__ import annotations
 
 import random
 
-from zesty.serving.batch_plan import PRIOR_OVERHEAD_TOKENS, CostModel, plan
+from zesty.serving.batch_plan import plan
 
 
 def sizes(runs):
@@ -49,16 +49,3 @@ def test_the_plan_is_optimal_and_within_the_limits():
             if ok:
                 best = min(best, cost(rs))
         assert abs(cost(runs) - best) < 1e-9
-
-
-def test_the_cost_model_recovers_fixed_and_per_token_cost():
-    model = CostModel()
-    assert model.overhead_tokens() == PRIOR_OVERHEAD_TOKENS
-    for _ in range(5):
-        model.add(100, 0.006 + 100 * 0.0002)
-    assert model.overhead_tokens() == PRIOR_OVERHEAD_TOKENS  # too few / too alike
-    rng = random.Random(1)
-    for _ in range(50):
-        tokens = rng.randint(16, 2048)
-        model.add(tokens, 0.006 + tokens * 0.0002)
-    assert abs(model.overhead_tokens() - 30.0) < 0.5  # 6 ms / 0.2 ms per token

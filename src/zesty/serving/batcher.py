@@ -27,7 +27,7 @@ import numpy as np
 
 from zesty.errors import ModelError
 from zesty.runtime.base import Runner
-from zesty.serving.batch_plan import CostModel, plan
+from zesty.serving.batch_plan import plan
 from zesty.settings import BatchSettings
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,6 @@ class Batcher:
         self._window: list[_Pending] = []  # taken from the queue, not yet run
         self.busy = False  # a forward pass is running
         self._backlog = False  # sequences arrived while the last forward pass ran
-        self.cost = CostModel()  # forward time vs padded tokens, fitted from our batches
 
     @property
     def queue_size(self) -> int:
@@ -170,7 +169,7 @@ class Batcher:
         ordered = sorted(items, key=lambda p: p.length)
         runs = plan(
             [p.length for p in ordered],
-            self.cost.overhead_tokens(),
+            self._settings.batch_overhead_tokens,
             self._settings.max_batch_size,
             self._settings.max_batch_tokens,
         )
@@ -234,8 +233,6 @@ class Batcher:
                     pending.future.set_exception(result)
                 else:
                     pending.future.set_result(result)
-            if record is not None and not any(isinstance(r, BaseException) for r in results):
-                self.cost.add(record.padded_tokens, record.forward_s)
             if record is not None and self.observer is not None:
                 try:
                     self.observer.batch_done(record)
