@@ -19,6 +19,7 @@ def _private_artifact_cache(tmp_path_factory):
     """Compiled artifacts from tests go to a temporary cache, never the user's."""
     os.environ["ZESTY_CACHE"] = str(tmp_path_factory.mktemp("zesty-cache"))
 
+
 from tests.fixtures.tiny_models import build_tiny_model, make_sentence_transformer  # noqa: E402
 
 NER_LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC", 5: "B-ORG", 6: "I-ORG"}

@@ -239,7 +239,9 @@ class Autotuner:
         if not int8 or any(c.verdict == "passed" for c in int8):
             return None
         base = min(
-            (c for c in int8 if c.tune), key=lambda c: _error(c.tune, self.probe.budget), default=None
+            (c for c in int8 if c.tune),
+            key=lambda c: _error(c.tune, self.probe.budget),
+            default=None,
         )
         if base is None:
             return None

@@ -13,7 +13,6 @@ import inspect
 import warnings
 from pathlib import Path
 
-from zesty.errors import ModelLoadError
 from zesty.runtime.heads import Head
 
 OPSET = 17
@@ -29,21 +28,16 @@ def export_onnx(
 ) -> list[str]:
     """Write `out_file` and return the graph's input names."""
     import torch
-    import transformers
 
-    from zesty.runtime.torch_runner import has_safetensors
+    from zesty.runtime.torch_runner import load_pretrained
 
-    safetensors = has_safetensors(model_path)
-    if not safetensors and not allow_pickle:
-        raise ModelLoadError("no safetensors weights (pickle refused without --allow-pickle)")
-    auto = getattr(transformers, head.auto_class)
-    model = auto.from_pretrained(
-        str(model_path),
-        use_safetensors=safetensors,
-        trust_remote_code=False,
-        dtype=torch.float32,
+    model = load_pretrained(
+        head.auto_class,
+        model_path,
+        allow_pickle=allow_pickle,
+        what=head.name,
         attn_implementation="eager",
-    ).eval()
+    )
     accepted = inspect.signature(model.forward).parameters
     names = [n for n in _MODEL_INPUTS if n in accepted]
     outputs = list(head.outputs)

@@ -75,8 +75,14 @@ def default_recipes(precision: str, target: str, threads: int) -> list[Recipe]:
         # (accuracy_level 4) - far less activation error than one scale per tensor.
         for bits, block in ((8, 32), (8, 128), (4, 32)):
             grid.append(
-                Recipe(f"int{bits}-block{block}", "basic", "blockwise", bits=bits,
-                       block_size=block, precision=f"int{bits}")
+                Recipe(
+                    f"int{bits}-block{block}",
+                    "basic",
+                    "blockwise",
+                    bits=bits,
+                    block_size=block,
+                    precision=f"int{bits}",
+                )
             )
     if precision != "auto":
         grid = [r for r in grid if r.precision == precision]

@@ -83,26 +83,12 @@ class TorchCausalLM:
     backend = "torch"
 
     def __init__(self, path: Path, *, allow_pickle: bool = False) -> None:
-        import transformers
 
-        from zesty.runtime.torch_runner import has_safetensors
+        from zesty.runtime.torch_runner import load_pretrained
 
-        safetensors = has_safetensors(path)
-        if not safetensors and not allow_pickle:
-            raise ModelLoadError(
-                "the model has no safetensors weights (pickle .bin is refused unless you pass "
-                "--allow-pickle)"
-            )
-        try:
-            model = transformers.AutoModelForCausalLM.from_pretrained(
-                str(path),
-                use_safetensors=safetensors,
-                trust_remote_code=False,
-                dtype=torch.float32,
-            )
-        except (ValueError, OSError, KeyError) as exc:
-            raise ModelLoadError(f"cannot load a causal language model: {exc}") from exc
-        model.eval()
+        model = load_pretrained(
+            "AutoModelForCausalLM", path, allow_pickle=allow_pickle, what="causal language"
+        )
         self.model = model
         self.config = model.config
         arch = type(model).__name__

@@ -38,4 +38,3 @@ def create_runner(backend: str, path: Path, head: Head, *, allow_pickle: bool) -
     if backend not in _BACKENDS:
         from zesty.runtime import torch_runner  # noqa: F401  (registers "torch")
     return _BACKENDS[backend](path, head, allow_pickle=allow_pickle)
-

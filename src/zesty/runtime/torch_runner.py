@@ -18,32 +18,41 @@ def has_safetensors(path: Path) -> bool:
     return any(path.glob("*.safetensors"))
 
 
+def load_pretrained(auto_class: str, path: Path, *, allow_pickle: bool, what: str, **kwargs):
+    """An fp32 transformers model in eval mode: safetensors preferred, pickle only on opt-in,
+    never remote code. The one place zesty loads torch weights."""
+    import torch
+    import transformers
+
+    safetensors = has_safetensors(path)
+    if not safetensors and not allow_pickle:
+        if any(path.glob("*.bin")) or any(path.glob("*.pt")):
+            raise ModelLoadError(
+                "the model only has pickle weights (.bin); pickle can run arbitrary code, "
+                "so it is refused unless you pass --allow-pickle"
+            )
+        raise ModelLoadError("the model has no safetensors weights")
+    auto = getattr(transformers, auto_class)
+    try:
+        model = auto.from_pretrained(
+            str(path),
+            use_safetensors=safetensors,
+            trust_remote_code=False,
+            dtype=torch.float32,
+            **kwargs,
+        )
+    except (ValueError, OSError, KeyError) as exc:
+        raise ModelLoadError(f"cannot load a {what} model: {exc}") from exc
+    return model.eval()
+
+
 class TorchRunner:
     backend = "torch"
 
     def __init__(self, path: Path, head: Head, *, allow_pickle: bool = False) -> None:
         import torch
-        import transformers
 
-        safetensors = has_safetensors(path)
-        if not safetensors and not allow_pickle:
-            if any(path.glob("*.bin")) or any(path.glob("*.pt")):
-                raise ModelLoadError(
-                    "the model only has pickle weights (.bin); pickle can run arbitrary code, "
-                    "so it is refused unless you pass --allow-pickle"
-                )
-            raise ModelLoadError("the model has no safetensors weights")
-        auto = getattr(transformers, head.auto_class)
-        try:
-            model = auto.from_pretrained(
-                str(path),
-                use_safetensors=safetensors,
-                trust_remote_code=False,
-                dtype=torch.float32,
-            )
-        except (ValueError, OSError, KeyError) as exc:
-            raise ModelLoadError(f"cannot load a {head.name} model: {exc}") from exc
-        model.eval()
+        model = load_pretrained(head.auto_class, path, allow_pickle=allow_pickle, what=head.name)
         self.head = head
         self.model = model
         accepted = inspect.signature(model.forward).parameters

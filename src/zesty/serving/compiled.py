@@ -98,8 +98,9 @@ async def compile_in_background(model, settings: ModelSettings) -> None:
     )
     try:
         _, stderr = await proc.communicate()
-    except asyncio.CancelledError:
+    except asyncio.CancelledError:  # server shutting down: stop the compile, reap it
         proc.kill()
+        await asyncio.shield(proc.wait())
         raise
     seconds = round(time.monotonic() - started, 1)
     if proc.returncode != 0:
