@@ -14,6 +14,10 @@ def _ms(x: float) -> str:
     return f"{x:.1f}"
 
 
+def _share(x: float) -> str:
+    return "n/a" if x != x else f"{x:.1%}"  # NaN: not measured by that version
+
+
 def serve_embed(r: dict) -> str:
     m, w = r["machine"], r["workload"]
     lines = [
@@ -38,7 +42,7 @@ def serve_embed(r: dict) -> str:
             f"{_ms(lat['latency_ms']['p99'])} | {tp['throughput_rps']:.1f} | "
             f"{_ms(tp['latency_ms']['p50'])} / {_ms(tp['latency_ms']['p99'])} | "
             f"{rep['throughput_rps']:.1f} | {tp['client_cpu_share_of_machine']:.1%} | "
-            f"{foreign:.1%} |"
+            f"{_share(foreign)} |"
         )
     lines += [
         "",
@@ -47,6 +51,8 @@ def serve_embed(r: dict) -> str:
         "|---|---|---|---|",
     ]
     ratios = r["ratios"]
+    if "throughput_x" in ratios:  # results written before several zesty variants existed
+        ratios = {**ratios, "zesty": ratios}
     for name, x in ratios.items():
         if not isinstance(x, dict):
             continue
@@ -77,7 +83,7 @@ def serve_knobs(r: dict) -> str:
         lines.append(
             f"| {name} | {tp['throughput_rps']:.1f} | {_ms(tp['latency_ms']['p50'])} / "
             f"{_ms(tp['latency_ms']['p99'])} | {tp['mean_batch_size']:.1f} | "
-            f"{tp['mean_padding_ratio']:.1%} | {rep['throughput_rps']:.1f} | {foreign:.1%} |"
+            f"{tp['mean_padding_ratio']:.1%} | {rep['throughput_rps']:.1f} | {_share(foreign)} |"
         )
     return "\n".join(lines)
 
