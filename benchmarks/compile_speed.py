@@ -20,7 +20,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-
 TARGETS = {"b1_s16_ms": 0.25, "b1_s128_ms": 0.60, "b32_s16_ms_per_item": 0.45}
 
 
@@ -46,7 +45,9 @@ def flops_per_token(config, seq: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
     parser.add_argument("--seconds", type=float, default=2.0, help="timing per shape per variant")
     parser.add_argument("--out", type=Path, default=Path("bench-results/compile_speed.json"))
@@ -67,8 +68,13 @@ def main() -> None:
     torch.set_num_threads(threads)
     spec = ModelSpec.parse(args.model)
     model = load_served_model(
-        spec.served_id, resolve(spec), task_override=None, backend="torch", allow_pickle=False,
-        batch_settings=BatchSettings(), executor=ThreadPoolExecutor(1),
+        spec.served_id,
+        resolve(spec),
+        task_override=None,
+        backend="torch",
+        allow_pickle=False,
+        batch_settings=BatchSettings(),
+        executor=ThreadPoolExecutor(1),
     )
     head = model.default_head
     t0 = time.perf_counter()
@@ -77,22 +83,30 @@ def main() -> None:
     manifest = artifact.manifest
     recipe = manifest["recipe"]
     compiled = OnnxRunner(
-        artifact.model_file, head, threads=threads,
-        graph_level="basic" if recipe["graph"] == "basic" else "all", provider=recipe["provider"],
+        artifact.model_file,
+        head,
+        threads=threads,
+        graph_level="basic" if recipe["graph"] == "basic" else "all",
+        provider=recipe["provider"],
     )
     reference = model.runner(head)
     load_before = os.getloadavg()
     ref_lat, comp_lat = measure_all(
-        [reference, compiled], model.tokenizer.vocab_size, model.tokenizer.pad_id,
-        budget_s=args.seconds, rounds=5,
+        [reference, compiled],
+        model.tokenizer.vocab_size,
+        model.tokenizer.pad_id,
+        budget_s=args.seconds,
+        rounds=5,
     )
     load_after = os.getloadavg()
     peak = peak_gemm_gflops(threads)
     ref_d, comp_d = ref_lat.as_dict(), comp_lat.as_dict()
     ratios = {k: round(comp_d[k] / ref_d[k], 3) for k in ref_d}
     roofline = {}
-    for key, (batch, length) in SHAPES.items():
-        name = {"b1_s16": "b1_s16_ms", "b1_s128": "b1_s128_ms", "b32_s16": "b32_s16_ms_per_item"}[key]
+    for key, (_, length) in SHAPES.items():
+        name = {"b1_s16": "b1_s16_ms", "b1_s128": "b1_s128_ms", "b32_s16": "b32_s16_ms_per_item"}[
+            key
+        ]
         per_item_ms = comp_d[name]
         achieved = flops_per_token(model.config, length) * length / (per_item_ms / 1000) / 1e9
         roofline[name] = {
@@ -102,12 +116,15 @@ def main() -> None:
     result = {
         "benchmark": "compile_speed",
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "machine": probe().as_dict() | {"load_avg_before": load_before, "load_avg_after": load_after},
+        "machine": probe().as_dict()
+        | {"load_avg_before": load_before, "load_avg_after": load_after},
         "versions": manifest["versions"] | {"python": platform.python_version()},
         "config": {"model": args.model, "threads": threads, "seconds_per_shape": args.seconds},
         "artifact": {
-            "recipe": recipe["name"], "fp32_layers": manifest.get("fp32_layers", []),
-            "accuracy": manifest["accuracy"], "from_cache": not built,
+            "recipe": recipe["name"],
+            "fp32_layers": manifest.get("fp32_layers", []),
+            "accuracy": manifest["accuracy"],
+            "from_cache": not built,
             "optimize_seconds": round(compile_s, 1) if built else manifest["speed"].get("seconds"),
         },
         "median_ms": {"torch_fp32_eager": ref_d, "zesty_autotuned": comp_d},
@@ -118,7 +135,12 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: result[k] for k in ("artifact", "median_ms", "ratios_vs_torch", "targets")}, indent=2))
+    print(
+        json.dumps(
+            {k: result[k] for k in ("artifact", "median_ms", "ratios_vs_torch", "targets")},
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

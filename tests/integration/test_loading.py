@@ -102,7 +102,9 @@ def test_loading_model_answers_503_with_estimated_time(tiny_models, monkeypatch)
     from zesty.models.reference import ModelSpec
     from zesty.settings import Settings
 
-    app = create_app(Settings.from_overrides({"threads": 1, "backend": "torch"}), [ModelSpec.parse(f"m={path}")])
+    app = create_app(
+        Settings.from_overrides({"threads": 1, "backend": "torch"}), [ModelSpec.parse(f"m={path}")]
+    )
     with TestClient(app) as c:
         r = c.post("/models/m", json={"inputs": "x"})
         assert r.status_code == 503
