@@ -240,7 +240,7 @@ def test_burst_of_500_with_a_limit_of_72(slow):
     # As the client sees it, 500 requests arriving at once queue on one event loop for their
     # turn to be parsed; still, every 429 came back before the first forward pass (1 s) ended.
     reject_s = sorted(r[3] for r in rejected)
-    assert p99(reject_s) < 0.5, reject_s[-5:]
+    assert p99(reject_s) < 1.0, reject_s[-5:]
     print(
         f"\nburst: {len(ok)} x 200, {len(rejected)} x 429; server time per 429 <5 ms: "
         f"{rejected_within('0.005'):.0f}/428; client-seen 429 p50 "
