@@ -97,18 +97,13 @@ def test_optimize_tries_every_candidate_and_writes_an_artifact(st_model):
 
 
 def test_compiled_fp32_matches_the_reference(st_model, tiny_models):
-    from zesty.compile.accuracy import run_all
+    from zesty.compile.accuracy import build_probe, run_all
     from zesty.runtime.onnx_runner import OnnxRunner
 
     artifact, _ = compile_(st_model, precision="fp32")
     head = st_model.default_head
     onnx = OnnxRunner(artifact.model_file, head, threads=1)
-    seqs = [
-        s
-        for s in __import__("zesty.compile.accuracy", fromlist=["x"])
-        .build_probe(st_model, head.name)
-        .tune
-    ]
+    seqs = build_probe(st_model, head.name).tune
     ref = run_all(st_model.runner(head), seqs, st_model.tokenizer.pad_id)
     got = run_all(onnx, seqs, st_model.tokenizer.pad_id)
     for r, g in zip(ref, got):

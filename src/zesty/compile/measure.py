@@ -47,18 +47,6 @@ def synthetic(batch: int, length: int, vocab: int, seed: int = 0) -> list[Encode
     ]
 
 
-def median_ms(fn, *, min_runs: int = 5, max_runs: int = 200, budget_s: float = 0.8) -> float:
-    fn()  # warm-up (first-run allocations, kernel selection)
-    fn()
-    times: list[float] = []
-    deadline = time.perf_counter() + budget_s
-    while len(times) < max_runs and (len(times) < min_runs or time.perf_counter() < deadline):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return float(np.median(times))
-
-
 def measure_all(
     runners: list, vocab: int, pad_id: int, budget_s: float = 0.8, rounds: int = 5
 ) -> list[Latency]:

@@ -124,10 +124,6 @@ def weight_sizes(model_file: Path) -> dict[str, int]:
     }
 
 
-def weight_matmuls(model_file: Path) -> list[str]:
-    return list(weight_sizes(model_file))
-
-
 def short_name(node: str) -> str:
     """`/model/encoder/layer.3/attention/self/query/MatMul` -> `layer.3/attention/self/query`."""
     m = re.search(r"(layers?[._/]\d+.*?)/?MatMul[^/]*$", node)

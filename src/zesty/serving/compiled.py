@@ -109,8 +109,9 @@ async def compile_in_background(model, settings: ModelSettings) -> None:
         model.compile_status = {"state": "failed", "reason": reason, "seconds": seconds}
         log.warning("model %s keeps the reference backend: %s", model.model_id, reason)
         return
-    key = artifact_key(model, model.default_head, options)
-    artifact = artifacts.lookup(key)
+    # hashing the model files takes a while for big models: not on the event loop
+    key = await asyncio.to_thread(artifact_key, model, model.default_head, options)
+    artifact = await asyncio.to_thread(artifacts.lookup, key)
     if artifact is None:
         model.compile_status = {
             "state": "failed",
