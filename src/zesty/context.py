@@ -2,7 +2,8 @@
 
 `TelemetryMiddleware` opens a `RequestContext` per request; `run_task` fills in the model,
 the task and the cache outcome; the middleware reads them back to label its metrics, and
-every log line written while the request runs carries its id (`RequestIdFilter`). Code
+every log line written while the request runs carries its id (`RequestIdFilter`);
+`AdmissionMiddleware` sets the request's deadline, which a stream checks between events. Code
 outside a request (model loading, the batch loop) sees `current()` return None.
 """
 
@@ -19,6 +20,8 @@ class RequestContext:
     model: str = ""
     task: str = ""
     cache: str = ""  # "hit" | "miss" | "" (no response cache involved)
+    deadline: float | None = None  # event-loop time past which the request times out
+    timeout_s: float | None = None  # the --request-timeout that set it (for the message)
 
 
 _current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(

@@ -112,6 +112,10 @@ class RequestTimeout(ZestyError):
     status_code = 504
     error_type = "timeout"
 
+    @classmethod
+    def after(cls, timeout_s: float) -> RequestTimeout:
+        return cls(f"the request took longer than --request-timeout ({timeout_s:g}s)")
+
 
 class Unauthorized(ZestyError):
     """A missing or wrong API key (`Authorization: Bearer <key>`)."""

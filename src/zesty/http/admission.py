@@ -4,7 +4,9 @@
   answer is 429 `overloaded` + `Retry-After`, or 503 while the server drains.
 - The request runs as a child task with a deadline (`--request-timeout`): past it, if no
   answer has started, the task is cancelled (which drops its queued sequences from the
-  batcher) and the caller gets 504 `timeout`.
+  batcher) and the caller gets 504 `timeout`. An answer already streaming cannot change its
+  status: the deadline goes into the request context and the stream ends itself with a
+  `timeout` error event (`zesty.http.sse`).
 - Once the body is read, a watcher listens for the client going away; a disconnect before the
   answer cancels the work the same way, so abandoned requests free their capacity at once.
 """
@@ -17,6 +19,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from zesty import context
 from zesty.errors import RequestTimeout, ZestyError
 from zesty.http.metrics import Metrics
 from zesty.serving.admission import Admission
@@ -98,6 +101,9 @@ class AdmissionMiddleware:
                 started = True
             await send(message)
 
+        ctx = context.current()
+        if ctx is not None:
+            ctx.deadline, ctx.timeout_s = loop.time() + self.timeout_s, self.timeout_s
         work = loop.create_task(self.app(scope, guarded_receive, guarded_send))
         deadline = loop.call_later(self.timeout_s, stop, "timeout")
         try:
@@ -107,9 +113,7 @@ class AdmissionMiddleware:
                 raise  # the server itself is cancelling us
             self.metrics.rejected.labels(reason).inc()
             if reason == "timeout":
-                err = RequestTimeout(
-                    f"the request took longer than --request-timeout ({self.timeout_s:g}s)"
-                )
+                err = RequestTimeout.after(self.timeout_s)
                 await self.on_error(scope, err)(scope, receive, send)
         finally:
             deadline.cancel()

@@ -36,3 +36,16 @@ def header_use_cache(
 ) -> bool:
     """The `x-use-cache` header: anything but false/0/no allows the response cache."""
     return (x_use_cache or "").strip().lower() not in ("false", "0", "no")
+
+
+def header_wait_for_model(
+    x_wait_for_model: str | None = Header(
+        None, description="`true` waits for a loading model instead of answering 503."
+    ),
+) -> bool:
+    """The `x-wait-for-model` header: true/1/yes waits for a model that is loading."""
+    return truthy(x_wait_for_model)
+
+
+def truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes")

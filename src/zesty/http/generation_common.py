@@ -18,10 +18,14 @@ from zesty.http.deps import State
 from zesty.http.generation_metrics import GenerationMetrics
 
 
-async def generative_model(st: State, model_id: str | None) -> GenerativeModel:
-    """The model named (it must generate text), else the first served causal LM."""
+async def generative_model(
+    st: State, model_id: str | None, *, wait: bool = False
+) -> GenerativeModel:
+    """The model named (it must generate text), else the first served causal LM. A model
+    still loading answers 503 `loading` with its estimated time, or is awaited (`wait`: the
+    HF API's `options.wait_for_model` / `x-wait-for-model: true`)."""
     if model_id is not None:
-        model = await st.manager.get(model_id)
+        model = await st.manager.get(model_id, wait=wait)
         if not getattr(model, "generative", False):
             raise TaskNotSupported(
                 f"model {model_id} cannot do {TASK}: it is a {model.task} model", param="model"
@@ -36,7 +40,7 @@ async def generative_model(st: State, model_id: str | None) -> GenerativeModel:
         if entry.state == "ready":
             continue
         try:
-            model = await st.manager.get(served_id)
+            model = await st.manager.get(served_id, wait=wait)
         except (ModelLoading, ModelUnavailable) as exc:
             first_error = first_error or exc
             continue

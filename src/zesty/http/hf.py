@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from zesty.errors import InvalidInput
-from zesty.http.deps import State, header_use_cache, state
+from zesty.http.deps import State, header_use_cache, state, truthy
 from zesty.http.strict import StrictRoute
 from zesty.serving.inference import run_task
 from zesty.tasks.registry import task_for_model
@@ -39,10 +39,6 @@ class HFRequest(BaseModel):
     options: HFOptions | None = None
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes")
-
-
 async def _infer(
     st: State,
     model_id: str | None,
@@ -52,7 +48,7 @@ async def _infer(
     use_cache: bool,
 ) -> JSONResponse:
     options = body.options or HFOptions()
-    wait = options.wait_for_model or _truthy(wait_header)
+    wait = options.wait_for_model or truthy(wait_header)
     model = await st.manager.get(model_id, wait=wait)
     if getattr(model, "generative", False) and task_name in (None, "text-generation"):
         from zesty.http.tgi import hf_text_generation  # TGI shapes, SSE with "stream"

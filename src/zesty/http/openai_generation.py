@@ -13,14 +13,14 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from zesty.errors import InvalidInput
 from zesty.generation.types import TokenEvent
 from zesty.generation.validate import Knobs, build_request
-from zesty.http.deps import state
+from zesty.http.deps import header_wait_for_model, state
 from zesty.http.generation_common import collect, generative_model, merged, submit
 from zesty.http.sse import sse_response
 from zesty.http.strict import StrictRoute
@@ -156,7 +156,9 @@ def _completion_logprobs(events: list[TokenEvent], offset: int) -> dict[str, Any
 
 
 @router.post("/completions", summary="Create a completion (OpenAI)")
-async def completions(body: CompletionRequest, request: Request) -> Response:
+async def completions(
+    body: CompletionRequest, request: Request, wait: bool = Depends(header_wait_for_model)
+) -> Response:
     st = state(request)
     if isinstance(body.prompt, list):
         if len(body.prompt) != 1:
@@ -168,7 +170,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
         prompt = body.prompt
     if not prompt:
         raise InvalidInput("prompt must not be empty", param="prompt")
-    model = await generative_model(st, body.model)
+    model = await generative_model(st, body.model, wait=wait)
     limits = model.limits(st.settings.generation)
     want_lp = body.logprobs is not None
     knobs = body.knobs(body.max_tokens, want_lp, body.logprobs or 0)
@@ -235,9 +237,11 @@ def _chat_logprobs(events: list[TokenEvent]) -> dict[str, Any]:
 
 
 @router.post("/chat/completions", summary="Create a chat completion (OpenAI)")
-async def chat_completions(body: ChatRequest, request: Request) -> Response:
+async def chat_completions(
+    body: ChatRequest, request: Request, wait: bool = Depends(header_wait_for_model)
+) -> Response:
     st = state(request)
-    model = await generative_model(st, body.model)
+    model = await generative_model(st, body.model, wait=wait)
     limits = model.limits(st.settings.generation)
     try:
         messages = [

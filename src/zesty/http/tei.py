@@ -1,4 +1,5 @@
-"""TEI-compatible routes: /embed, /predict, /similarity, /rerank, /tokenize.
+"""TEI-compatible routes: /embed, /predict, /similarity, /rerank, /tokenize (in TGI's flat
+shape when the model generates text).
 
 TEI serves one model; zesty may serve several, so each body may name one in `model`
 (a zesty extension); without it the first served model that can do the task answers.
@@ -11,13 +12,20 @@ from typing import Any, Literal
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from zesty.errors import InvalidInput
 from zesty.http.deps import header_use_cache, state
 from zesty.http.strict import StrictRoute
+from zesty.http.tgi import TGIParameters
 from zesty.serving.inference import run_task
-from zesty.tasks.base import TaskRequest, check_batch, check_text, text_inputs
+from zesty.tasks.base import (
+    TaskRequest,
+    check_batch,
+    check_text,
+    describe_validation_error,
+    text_inputs,
+)
 from zesty.tasks.classification import CLASSIFY, ClassifyParams, sigmoid
 from zesty.tasks.embeddings import EMBED, POOL_MEAN, EmbedParams
 from zesty.tasks.registry import get_task
@@ -175,12 +183,24 @@ class TokenizeRequest(_Body):
     inputs: str | list[str]
     add_special_tokens: bool = True
     prompt_name: str | None = None
+    parameters: dict[str, Any] | None = Field(
+        None,
+        description="TGI's generation parameters (a text-generation model only); `truncate` "
+        "keeps the last N tokens, as TGI does.",
+    )
 
 
 @router.post("/tokenize", summary="Tokenize texts (tokens with character offsets)")
 async def tokenize(body: TokenizeRequest, request: Request) -> JSONResponse:
+    """TEI's shape (a list of token lists, one per input) for an encoder model; TGI's (one
+    flat token list) for a text-generation model given one string."""
     st = state(request)
     model = await st.manager.get(body.model)
+    generative = getattr(model, "generative", False)
+    if body.parameters is not None and not generative:
+        raise InvalidInput(
+            "parameters: only for a text-generation model (TGI's /tokenize)", param="parameters"
+        )
     texts, _ = text_inputs(body.inputs, st.settings.limits)
     prompt = (
         EMBED._prompt(model, EmbedParams(prompt_name=body.prompt_name)) if body.prompt_name else ""
@@ -192,6 +212,8 @@ async def tokenize(body: TokenizeRequest, request: Request) -> JSONResponse:
         if body.add_special_tokens
         else tok.encode_plain(texts)
     )
+    if generative and isinstance(body.inputs, str):
+        return JSONResponse(_tgi_tokens(texts[0], encs[0], body.parameters))
     out = []
     for text, enc in zip(texts, encs):
         out.append(
@@ -209,3 +231,17 @@ async def tokenize(body: TokenizeRequest, request: Request) -> JSONResponse:
             ]
         )
     return JSONResponse(out)
+
+
+def _tgi_tokens(text: str, enc, parameters: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """TGI's /tokenize answer: `[{"id", "text", "start", "stop"}]`, `text` being the
+    input's characters `start:stop` (empty for an added special token)."""
+    try:
+        truncate = TGIParameters.model_validate(parameters or {}).truncate
+    except ValidationError as exc:
+        raise InvalidInput(describe_validation_error(exc), param="parameters") from None
+    tokens = [
+        {"id": int(i), "text": text[s:e], "start": int(s), "stop": int(e)}
+        for i, (s, e) in zip(enc.ids, enc.offsets)
+    ]
+    return tokens[-truncate:] if truncate else tokens

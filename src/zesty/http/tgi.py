@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -15,8 +15,9 @@ from zesty.errors import InvalidInput
 from zesty.generation.model import GenerativeModel
 from zesty.generation.types import TokenEvent
 from zesty.generation.validate import Knobs, build_request
-from zesty.http.deps import State, state
+from zesty.http.deps import State, header_wait_for_model, state
 from zesty.http.generation_common import collect, generative_model, merged, submit
+from zesty.http.hf import HFOptions
 from zesty.http.sse import sse_response
 from zesty.http.strict import StrictRoute
 from zesty.tasks.base import describe_validation_error
@@ -65,6 +66,9 @@ class TGIRequest(BaseModel):
     inputs: str = Field(..., min_length=1, description="The prompt.")
     parameters: TGIParameters = Field(default_factory=TGIParameters)
     stream: bool = False
+    options: HFOptions | None = Field(
+        None, description="HF Inference API options (zesty extension): wait_for_model."
+    )
 
 
 def _knobs(p: TGIParameters) -> Knobs:
@@ -189,10 +193,16 @@ def stream(st: State, model: GenerativeModel, body: TGIRequest) -> Response:
     return sse_response(events(), done=False)
 
 
+def _wait(body: TGIRequest, header: bool) -> bool:
+    return header or (body.options is not None and body.options.wait_for_model)
+
+
 @router.post("/generate", summary="Generate text (TGI)")
-async def generate_route(body: TGIRequest, request: Request) -> Response:
+async def generate_route(
+    body: TGIRequest, request: Request, wait: bool = Depends(header_wait_for_model)
+) -> Response:
     st = state(request)
-    model = await generative_model(st, None)
+    model = await generative_model(st, None, wait=_wait(body, wait))
     if body.stream:
         return stream(st, model, body)
     out, headers = await generate(st, model, body)
@@ -200,9 +210,11 @@ async def generate_route(body: TGIRequest, request: Request) -> Response:
 
 
 @router.post("/generate_stream", summary="Generate text, streamed as server-sent events (TGI)")
-async def generate_stream_route(body: TGIRequest, request: Request) -> Response:
+async def generate_stream_route(
+    body: TGIRequest, request: Request, wait: bool = Depends(header_wait_for_model)
+) -> Response:
     st = state(request)
-    return stream(st, await generative_model(st, None), body)
+    return stream(st, await generative_model(st, None, wait=_wait(body, wait)), body)
 
 
 async def hf_text_generation(
