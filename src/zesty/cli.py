@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
         "or NAME=REF to choose the id clients use",
     )
     _add_optimize(sub)
+    from zesty.bench.cli import add_parser as _add_bench
+
+    _add_bench(sub)
     for group_name, group_cls in Settings.GROUPS.items():
         group = serve.add_argument_group(f"{group_name} settings", group_cls.__doc__)
         for name, field in group_cls.model_fields.items():
@@ -231,7 +234,6 @@ def optimize(ns: argparse.Namespace) -> int:
             batch_settings=BatchSettings(),
             executor=ThreadPoolExecutor(1),
         )
-        head = get_task(model.task).head_for(model)
         options = Options(
             target=target,
             precision=ns.precision,
@@ -240,13 +242,23 @@ def optimize(ns: argparse.Namespace) -> int:
             threads=threads,
             measure_budget_s=ns.measure_seconds,
         )
-        artifact, candidates = compile_model(model, head, options, out=ns.out, quiet=ns.quiet)
+        if getattr(model, "generative", False):
+            from zesty.compile import generation
+
+            artifact, candidates = generation.compile_generative(
+                model, options, out=ns.out, quiet=ns.quiet
+            )
+            table = generation.render_table
+        else:
+            head = get_task(model.task).head_for(model)
+            artifact, candidates = compile_model(model, head, options, out=ns.out, quiet=ns.quiet)
+            table = render_table
     except (ModelLoadError, ExportError, CompileFailed) as exc:
         print(f"zesty optimize: {exc}", file=sys.stderr)
         return 1
     if not ns.quiet:
         if candidates:
-            render_table(candidates, artifact.manifest)
+            table(candidates, artifact.manifest)
         recipe = artifact.manifest["recipe"]["name"]
         print(f"chosen: {recipe}; artifact: {artifact.path}")
     return 0
@@ -259,6 +271,10 @@ def main(argv: list[str] | None = None) -> int:
         return serve(ns)
     if ns.command == "optimize":
         return optimize(ns)
+    if ns.command == "bench":
+        from zesty.bench.cli import main as bench
+
+        return bench(ns, argv)
     parser.print_help()
     return 0
 
