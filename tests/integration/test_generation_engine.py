@@ -1,4 +1,5 @@
-"""The generation engine on tiny random GPT-2 and Llama models, against transformers.
+"""The generation engine on tiny random GPT-2 and Llama models, against transformers — on the
+PyTorch reference step and on the compiled decoder graph (fp32, ONNX Runtime, `-onnx`):
 
 - greedy output is token-identical to `generate()` (fp32), alone and batched with requests of
   other lengths joining and leaving mid-way (with chunked prefill forced by a small budget);
@@ -17,11 +18,14 @@ import torch
 
 from zesty.generation.engine import Engine
 from zesty.generation.kv_cache import KVCache
+from zesty.generation.onnx_graph import build_decoder, graph_meta
+from zesty.generation.runner_onnx import OnnxCausalLM
 from zesty.generation.runner_torch import StepInput, TorchCausalLM
 from zesty.generation.scheduler import SchedulerConfig
 from zesty.generation.types import GenerationRequest, SamplingParams
 
 LOGITS_ATOL = 1e-4  # fp32: cached step vs full recomputation (max abs difference on logits)
+COMPILED_ATOL = 1e-4  # fp32: the compiled graph's logits vs the PyTorch reference's
 
 PROMPTS = [
     "Hello world",
@@ -31,12 +35,25 @@ PROMPTS = [
 ]
 
 
-@pytest.fixture(scope="module", params=["gpt2", "llama"])
-def lm(request, tiny_causal):
+def compiled(runner: TorchCausalLM, out) -> OnnxCausalLM:
+    """The fp32 decoder graph of `runner`'s model; `.model` keeps the transformers model as
+    the reference for `generate()`."""
+    graph = build_decoder(runner.model, out / "model.onnx", runner.max_positions)
+    onnx_lm = OnnxCausalLM(graph, graph_meta(runner.model, runner.max_positions), threads=1)
+    onnx_lm.model = runner.model
+    return onnx_lm
+
+
+@pytest.fixture(scope="module", params=["gpt2", "llama", "gpt2-onnx", "llama-onnx"])
+def lm(request, tiny_causal, tmp_path_factory):
     from transformers import AutoTokenizer
 
-    path = tiny_causal[request.param]
-    return TorchCausalLM(path), AutoTokenizer.from_pretrained(str(path))
+    arch, _, backend = request.param.partition("-")
+    path = tiny_causal[arch]
+    runner = TorchCausalLM(path)
+    if backend == "onnx":
+        runner = compiled(runner, tmp_path_factory.mktemp(request.param))
+    return runner, AutoTokenizer.from_pretrained(str(path))
 
 
 @pytest.fixture(scope="module")
@@ -214,14 +231,17 @@ def test_eos_and_stop_sequences(lm, executor):
         assert events[-1].generated_text == full[: full.index(stop)]
 
 
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
 @pytest.mark.parametrize("arch", ["mistral", "qwen2", "qwen3"])
-def test_llama_family_greedy_and_cache(arch, tmp_path, executor):
+def test_llama_family_greedy_and_cache(arch, backend, tmp_path, executor):
     from transformers import AutoTokenizer
 
     from tests.fixtures.tiny_causal import build_tiny_causal
 
     path = build_tiny_causal(tmp_path / arch, arch)
     runner, tok = TorchCausalLM(path), AutoTokenizer.from_pretrained(str(path))
+    if backend == "onnx":
+        runner = compiled(runner, tmp_path / "onnx")
     engine = make_engine(runner, tok, executor, budget=8)
     ids = [tok(p)["input_ids"] for p in PROMPTS[:2]]
 
@@ -283,3 +303,29 @@ def test_queue_full_is_overloaded_and_too_long_is_invalid(lm, executor):
         assert len([e async for e in first]) == 4
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_compiled_step_equals_the_reference_step(arch, tiny_causal, tmp_path):
+    """Mixed steps (a chunked prefill, decodes, a sequence joining in a higher slot while a
+    lower one is idle): the compiled graph's logits and cache equal the PyTorch step's."""
+    from transformers import AutoTokenizer
+
+    ref = TorchCausalLM(tiny_causal[arch])
+    runner = compiled(ref, tmp_path)
+    tok = AutoTokenizer.from_pretrained(str(tiny_causal[arch]))
+    a, b = tok(PROMPTS[3])["input_ids"], tok(PROMPTS[1])["input_ids"]
+    steps = [
+        [StepInput(2, 0, a[:6]), StepInput(0, 0, b)],
+        [StepInput(2, 6, a[6:]), StepInput(0, len(b), [7])],
+        [StepInput(2, len(a), [9]), StepInput(0, len(b) + 1, [11]), StepInput(3, 0, [5])],
+        [StepInput(2, len(a) + 1, [4]), StepInput(3, 1, [6])],  # slot 0 idle now
+    ]
+    caches = [KVCache(r.kv_shape, 4, 128) for r in (ref, runner)]
+    for items in steps:
+        want, got = (r.step(c, items) for r, c in zip((ref, runner), caches))
+        assert (want - got).abs().max().item() <= COMPILED_ATOL
+    for layer in range(ref.kv_shape.num_layers):  # slots 2 and 3: every written position
+        for slot, n in ((2, len(a) + 2), (3, 2)):
+            diff = caches[0].keys[layer][slot, :, :n] - caches[1].keys[layer][slot, :, :n]
+            assert diff.abs().max().item() <= COMPILED_ATOL

@@ -103,6 +103,7 @@ class Engine:
         """`runner`: has `step(cache, [StepInput]) -> logits` and `kv_shape`; `tokenizer`: a
         Rust `tokenizers.Tokenizer` (decode)."""
         self.runner = runner
+        self._next_runner = None  # a backend to switch to between two steps (use_runner)
         self.tokenizer = tokenizer
         self.config = config
         self.executor = executor
@@ -202,9 +203,25 @@ class Engine:
             stream.queue.put_nowait(ModelError("the model was unloaded"))
             self.cancel(seq_id)
 
+    def use_runner(self, runner) -> None:
+        """Switch backend (e.g. the compiled graph replacing the PyTorch reference) between
+        two steps. The KV cache is the same memory for both, so running sequences go on."""
+        if runner.kv_shape != self.runner.kv_shape:
+            raise ValueError(f"KV layout {runner.kv_shape} differs from {self.runner.kv_shape}")
+        self._next_runner = runner
+
+    def _switch_runner(self) -> None:
+        runner, self._next_runner = self._next_runner, None
+        resume = getattr(runner, "resume", None)
+        if resume is not None:  # what each occupied slot holds already
+            resume({seq.slot: seq.num_computed for seq in self.scheduler.running})
+        self.runner = runner
+
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            if self._next_runner is not None:
+                self._switch_runner()
             if not self.scheduler.has_work:
                 self._wake.clear()
                 await self._wake.wait()

@@ -14,6 +14,7 @@ from typing import Any
 
 from zesty.errors import InvalidInput, ModelLoadError, TaskNotSupported
 from zesty.generation.engine import Engine
+from zesty.generation.runner_onnx import OnnxCausalLM
 from zesty.generation.runner_torch import TorchCausalLM
 from zesty.generation.scheduler import SchedulerConfig
 from zesty.models.reference import ResolvedModel
@@ -46,7 +47,7 @@ class Limits:
 
 @dataclass
 class GenerativeModel(ServedModel):
-    lm: TorchCausalLM | None = None
+    lm: TorchCausalLM | OnnxCausalLM | None = None
     engine: Engine | None = None
     generation_limits: Limits | None = None
     eos_token_ids: tuple[int, ...] = ()
@@ -93,6 +94,24 @@ class GenerativeModel(ServedModel):
                 name=self.model_id,
             )
         return self.engine
+
+    def install_artifact(self, artifact, threads: int) -> None:
+        """Serve from a compiled decoder artifact; a running engine switches between steps."""
+        assert self.lm is not None
+        runner = OnnxCausalLM(
+            artifact.model_file,
+            artifact.manifest["decoder"],
+            threads=threads,
+            recipe=artifact.manifest["recipe"]["name"],
+        )
+        if runner.kv_shape != self.lm.kv_shape or runner.vocab_size != self.lm.vocab_size:
+            raise ModelLoadError("the compiled decoder does not match the model's shapes")
+        with self._lock:
+            if self.engine is not None:
+                self.engine.use_runner(runner)
+            self.lm = runner  # the PyTorch weights go when the engine lets go of them
+            self.artifact = artifact
+            self.backend = "onnx"
 
     # -- text --------------------------------------------------------------------------------
 
@@ -147,8 +166,8 @@ class GenerativeModel(ServedModel):
             "architecture": (getattr(self.config, "architectures", None) or [None])[0],
             "model_type": getattr(self.config, "model_type", None),
             "backend": self.backend,
-            "artifact": None,
-            "compile": None,
+            "artifact": _artifact_info(self.artifact),
+            "compile": self.compile_status or None,
             "max_input_length": self.tokenizer.max_length,
             "loaded_heads": [CAUSAL_LM.name],
         }
@@ -163,6 +182,18 @@ class GenerativeModel(ServedModel):
                 "steps": self.engine.steps,
             }
         return info
+
+
+def _artifact_info(artifact) -> dict | None:
+    if artifact is None:
+        return None
+    m = artifact.manifest
+    return {
+        "key": m["key"][:16],
+        "recipe": m["recipe"]["name"],
+        "accuracy": m["accuracy"]["held_out"],
+        "decode_tokens_per_s": m["speed"]["chosen"],
+    }
 
 
 def load_generative_model(

@@ -14,6 +14,7 @@ vLLM's shape: `schedule()` -> the runner executes the returned chunks -> `update
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from collections import deque
 from dataclasses import dataclass, field
@@ -89,7 +90,9 @@ class Scheduler:
         self.config = config
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # in admission order
-        self.free_slots: list[int] = list(range(config.num_slots - 1, -1, -1))
+        # a min-heap: the lowest free slot first, so running sequences stay packed at the
+        # front of the cache (the compiled step runs over the prefix of slots in use)
+        self.free_slots: list[int] = list(range(config.num_slots))
         self._ids = itertools.count()
         self._by_id: dict[int, Sequence] = {}
 
@@ -137,7 +140,7 @@ class Scheduler:
                 budget -= len(chunks[-1].tokens)
         while budget > 0 and self.waiting and self.free_slots:
             seq = self.waiting.popleft()
-            seq.slot = self.free_slots.pop()
+            seq.slot = heapq.heappop(self.free_slots)
             seq.status = Status.RUNNING
             self.running.append(seq)
             chunks.append(self._prefill_chunk(seq, budget))
@@ -182,7 +185,7 @@ class Scheduler:
         elif seq.status is Status.RUNNING:
             self.running.remove(seq)
             assert seq.slot is not None
-            self.free_slots.append(seq.slot)
+            heapq.heappush(self.free_slots, seq.slot)
         seq.status = Status.FINISHED
         if seq.finish_reason is None:
             seq.finish_reason = reason

@@ -32,14 +32,38 @@ def options_for(settings: ModelSettings) -> Options:
     return Options(target=target, precision=settings.precision, threads=settings.threads)
 
 
+def _generative(model) -> bool:
+    return getattr(model, "generative", False)
+
+
+def key_for(model, options: Options) -> str:
+    if _generative(model):
+        from zesty.compile.generation import artifact_key as generation_key
+
+        return generation_key(model, options)
+    return artifact_key(model, model.default_head, options)
+
+
+def _reference(model) -> None:
+    if not _generative(model):  # a causal LM's reference step is loaded with it
+        model.runner(model.default_head)
+
+
+def _compile_now(model, options: Options):
+    if _generative(model):
+        from zesty.compile.generation import compile_generative
+
+        return compile_generative(model, options, quiet=True)[0]
+    return compile_model(model, model.default_head, options, quiet=True)[0]
+
+
 def prepare(model, settings: ModelSettings) -> None:
     """Blocking: give `model` its runner for the default head according to --backend."""
     if settings.backend == "torch":
-        model.runner(model.default_head)
+        _reference(model)
         return
     options = options_for(settings)
-    head = model.default_head
-    key = artifact_key(model, head, options)
+    key = key_for(model, options)
     cached = artifacts.lookup(key)
     if cached is not None:
         model.install_artifact(cached, settings.threads)
@@ -53,16 +77,16 @@ def prepare(model, settings: ModelSettings) -> None:
         return
     if settings.backend == "onnx":
         try:
-            artifact, _ = compile_model(model, head, options, quiet=True)
+            artifact = _compile_now(model, options)
         except (ExportError, CompileFailed) as exc:
             log.warning("model %s keeps the reference backend: %s", model.model_id, exc)
             model.compile_status = {"state": "failed", "reason": str(exc)}
-            model.runner(head)
+            _reference(model)
             return
         model.install_artifact(artifact, settings.threads)
         model.compile_status = {"state": "compiled", "key": key[:16]}
         return
-    model.runner(head)
+    _reference(model)
     model.compile_status = {"state": "pending", "key": key[:16]}
 
 
@@ -110,7 +134,7 @@ async def compile_in_background(model, settings: ModelSettings) -> None:
         log.warning("model %s keeps the reference backend: %s", model.model_id, reason)
         return
     # hashing the model files takes a while for big models: not on the event loop
-    key = await asyncio.to_thread(artifact_key, model, model.default_head, options)
+    key = await asyncio.to_thread(key_for, model, options)
     artifact = await asyncio.to_thread(artifacts.lookup, key)
     if artifact is None:
         model.compile_status = {

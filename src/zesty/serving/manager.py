@@ -156,8 +156,7 @@ class ModelManager:
                 load_runner=False,
             )
             # the default head's runner: reference, cached artifact, or compiled now
-            if not getattr(model, "generative", False):  # text generation: its own engine
-                await asyncio.to_thread(compiled.prepare, model, self.settings)
+            await asyncio.to_thread(compiled.prepare, model, self.settings)
             if self.prepare is not None:
                 self.prepare(model)
             entry.model = model

@@ -1,0 +1,397 @@
+"""Compiling a causal LM: build the decoder graph's candidates, gate them on generation
+accuracy against the fp32 PyTorch model, time the decode step, pick, publish.
+
+Candidates (CPU): `fp32` (the graph as built), `int8-block32` and `int4-block32` (weight-only
+MatMulNBits, symmetric, block 32, int8 compute — `accuracy_level=4`). Embeddings stay fp32
+(a gather reads one row per token; quantizing them saves disk, not time).
+
+Accuracy (teacher-forced, so one early disagreement does not cascade): for each validation
+prompt the fp32 reference generates a greedy continuation; the candidate scores the prompt +
+that continuation in one pass, and we compare at every generated position:
+- `greedy_agreement`: the fraction of positions where the candidate's argmax equals the
+  reference's;
+- `kl`: the mean KL(reference || candidate) of the next-token distributions, in nats.
+The tune split chooses; the held-out split is reported (corpus.py's split).
+
+Speed: the decode step at batch 1 and batch 16 (context 128), timed in interleaved blocks;
+the pick is the candidate with the best geometric mean of tokens/s at the two batch sizes
+within the budget (batch 1 is bound by the bytes of weights read per token, batch 16 more by
+compute, and a server sees both).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from zesty.compile import artifacts, corpus
+from zesty.compile.autotune import Options, Reporter
+from zesty.compile.compiler import CompileFailed
+from zesty.runtime.hardware import probe
+
+log = logging.getLogger(__name__)
+
+HEAD = "causal-lm"
+DEFAULT_BUDGET = {"greedy_agreement": 0.9, "kl": 0.05}
+_PROMPTS = 12  # per split
+_NEW_TOKENS = 16
+_CONTEXT = 128
+_BATCHES = (1, 16)
+
+
+class GenerationCompileFailed(CompileFailed):
+    pass
+
+
+@dataclass(frozen=True)
+class GenRecipe:
+    name: str
+    bits: int = 32  # 32: fp32 weights; 8 / 4: MatMulNBits weights
+    block_size: int = 32
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "bits": self.bits, "block_size": self.block_size}
+
+
+RECIPES = {
+    "fp32": GenRecipe("fp32"),
+    "int8": GenRecipe("int8-block32", 8),
+    "int4": GenRecipe("int4-block32", 4),
+}
+
+
+def recipes_for(precision: str) -> list[GenRecipe]:
+    if precision == "fp32":
+        return [RECIPES["fp32"]]
+    if precision == "int8":
+        return [RECIPES["int8"]]
+    if precision == "fp16":
+        raise GenerationCompileFailed("fp16 generation graphs need the CUDA target (not built)")
+    return list(RECIPES.values())
+
+
+@dataclass
+class GenCandidate:
+    recipe: GenRecipe
+    verdict: str = "failed"
+    reason: str = ""
+    tune: dict[str, float] = field(default_factory=dict)
+    held_out: dict[str, float] = field(default_factory=dict)
+    tokens_per_s: dict[str, float] = field(default_factory=dict)
+    size_bytes: int = 0
+    file: Path | None = None
+
+    @property
+    def score(self) -> float:
+        vals = list(self.tokens_per_s.values())
+        return math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else 0.0
+
+    def row(self) -> dict:
+        return {
+            "recipe": self.recipe.name,
+            "settings": self.recipe.as_dict(),
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "tokens_per_s": self.tokens_per_s,
+            "accuracy_tune": self.tune,
+            "accuracy_held_out": self.held_out,
+            "size_bytes": self.size_bytes,
+        }
+
+
+def within(metrics: dict[str, float], budget: dict[str, float]) -> str:
+    """'' if `metrics` meet `budget`, else why not."""
+    problems = []
+    if metrics["greedy_agreement"] < budget["greedy_agreement"]:
+        problems.append(
+            f"greedy agreement {metrics['greedy_agreement']:.3f} < {budget['greedy_agreement']}"
+        )
+    if metrics["kl"] > budget["kl"]:
+        problems.append(f"KL {metrics['kl']:.4f} > {budget['kl']}")
+    return "; ".join(problems)
+
+
+def _quantize(src: Path, out: Path, recipe: GenRecipe) -> Path:
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import (
+        DefaultWeightOnlyQuantConfig,
+        MatMulNBitsQuantizer,
+    )
+
+    config = DefaultWeightOnlyQuantConfig(
+        block_size=recipe.block_size, is_symmetric=True, accuracy_level=4, bits=recipe.bits
+    )
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), algo_config=config)
+    quantizer.process()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    quantizer.model.save_model_to_file(str(out), use_external_data_format=True)
+    return out
+
+
+def _graph_bytes(model_file: Path) -> int:
+    return sum(p.stat().st_size for p in model_file.parent.iterdir() if p.is_file())
+
+
+class _Probe:
+    """Validation prompts, the reference's greedy continuations and its log-probabilities."""
+
+    def __init__(self, reference, tokenizer, budget: dict[str, float]) -> None:
+        self.budget = DEFAULT_BUDGET | budget
+        unknown = set(self.budget) - set(DEFAULT_BUDGET)
+        if unknown:
+            raise GenerationCompileFailed(
+                f"unknown budget metric(s) {sorted(unknown)} for text generation; known: "
+                + ", ".join(DEFAULT_BUDGET)
+            )
+        tune, held = corpus.split(corpus.SENTENCES)
+        self.splits = {}
+        for name, texts in (("tune", tune[:_PROMPTS]), ("held_out", held[:_PROMPTS])):
+            seqs = []
+            for text in texts:
+                ids = list(tokenizer(text)["input_ids"])[:48] or [0]
+                seqs.append(self._continue(reference, ids))
+            self.splits[name] = seqs
+
+    @staticmethod
+    def _continue(reference, ids: list[int]) -> tuple[list[int], int, np.ndarray]:
+        """(prompt + the transformers model's greedy continuation, prompt length, reference
+        log-probs at the generated positions)."""
+        with torch.inference_mode():
+            out = reference.model.generate(
+                torch.tensor([ids]),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                max_new_tokens=_NEW_TOKENS,
+                min_new_tokens=_NEW_TOKENS,
+                do_sample=False,
+                pad_token_id=0,
+            )
+        seq = out[0].tolist()
+        logp = torch.log_softmax(reference.full_logits(seq).double(), -1).numpy()
+        n = len(ids)
+        return seq, n, logp[n - 1 : -1]
+
+    def score(self, runner) -> dict[str, dict[str, float]]:
+        out = {}
+        for name, seqs in self.splits.items():
+            agree, kls = [], []
+            for seq, n, ref_logp in seqs:
+                cand = torch.log_softmax(runner.full_logits(seq).double(), -1).numpy()[n - 1 : -1]
+                agree.extend(np.argmax(cand, -1) == np.argmax(ref_logp, -1))
+                kls.extend((np.exp(ref_logp) * (ref_logp - cand)).sum(-1))
+            out[name] = {
+                "greedy_agreement": round(float(np.mean(agree)), 4),
+                "kl": round(float(max(np.mean(kls), 0.0)), 6),
+            }
+        return out
+
+
+def decode_speed(
+    runners: dict[str, object], seconds: float, max_positions: int, rounds: int = 3
+) -> dict:
+    """tokens/s of the decode step per runner and batch size, timed in interleaved blocks
+    (each block several steps of one runner; the medians over the rounds)."""
+    from zesty.generation.kv_cache import KVCache
+    from zesty.generation.runner_torch import StepInput
+
+    context = min(_CONTEXT, max_positions // 2)
+    samples: dict[str, dict[int, list[float]]] = {k: {b: [] for b in _BATCHES} for k in runners}
+    caches = {k: KVCache(r.kv_shape, max(_BATCHES), context + 32) for k, r in runners.items()}
+    per_block = max(seconds / (rounds * len(_BATCHES)), 0.05)
+    for _ in range(rounds):
+        for batch in _BATCHES:
+            for name, runner in runners.items():
+                cache = caches[name]
+                steps, started = 0, time.perf_counter()
+                while True:
+                    items = [StepInput(s, context + steps % 32, [17]) for s in range(batch)]
+                    runner.step(cache, items)
+                    steps += 1
+                    elapsed = time.perf_counter() - started
+                    if elapsed >= per_block and steps >= 2:
+                        break
+                samples[name][batch].append(batch * steps / elapsed)
+    return {
+        name: {f"b{b}": round(float(np.median(v)), 1) for b, v in per_batch.items()}
+        for name, per_batch in samples.items()
+    }
+
+
+def compile_generative(
+    model, options: Options, *, out: Path | None = None, quiet: bool = False
+) -> tuple[artifacts.Artifact, list[GenCandidate]]:
+    """The compiled decoder artifact for a GenerativeModel: from the cache or built now."""
+    from zesty.generation.onnx_graph import build_decoder, graph_meta
+    from zesty.generation.runner_onnx import OnnxCausalLM
+
+    if options.target != "cpu":
+        raise GenerationCompileFailed(
+            f"compiled text generation is built for the CPU only (target {options.target})"
+        )
+    key = artifact_key(model, options)
+    dest = out if out is not None else artifacts.artifact_dir(key)
+    root = dest.parent if out is not None else None
+    report = Reporter(quiet)
+    with artifacts.key_lock(key, root):
+        existing = artifacts.Artifact.load(dest)
+        if existing is not None and existing.manifest.get("key") == key:
+            return existing, []
+        if out is not None and out.exists() and any(out.iterdir()):
+            raise GenerationCompileFailed(f"--out {out} exists and is not empty")
+        work = Path(tempfile.mkdtemp(prefix="zesty-compile-"))
+        try:
+            lm = model.lm
+            limits_positions = lm.max_positions
+            report.step("scoring the fp32 PyTorch reference on the validation prompts")
+            probe_ = _Probe(lm, model.tokenizer.hf, options.budget)
+            report.step("building the decoder graph (GroupQueryAttention over a shared KV buffer)")
+            base = build_decoder(lm.model, work / "fp32" / "model.onnx", limits_positions)
+            meta = graph_meta(lm.model, limits_positions)
+            candidates: list[GenCandidate] = []
+            runners = {}
+            for recipe in recipes_for(options.precision):
+                cand = GenCandidate(recipe)
+                candidates.append(cand)
+                try:
+                    if recipe.bits == 32:
+                        cand.file = base
+                    else:
+                        report.step(f"quantizing: {recipe.name}")
+                        cand.file = _quantize(base, work / recipe.name / "model.onnx", recipe)
+                    cand.size_bytes = _graph_bytes(cand.file)
+                    runner = OnnxCausalLM(cand.file, meta, threads=options.threads)
+                    scores = probe_.score(runner)
+                except Exception as exc:  # noqa: BLE001 - one broken candidate, not the compile
+                    cand.reason = f"{type(exc).__name__}: {exc}"
+                    log.warning("candidate %s failed: %s", recipe.name, cand.reason)
+                    continue
+                cand.tune, cand.held_out = scores["tune"], scores["held_out"]
+                cand.reason = within(cand.tune, probe_.budget)
+                if cand.reason:
+                    cand.verdict = "over the accuracy budget"
+                    continue
+                runners[recipe.name] = runner
+            if not runners:
+                raise GenerationCompileFailed(
+                    "no candidate met the accuracy budget: "
+                    + "; ".join(f"{c.recipe.name}: {c.reason}" for c in candidates)
+                )
+            report.step(f"timing the decode step of {len(runners) + 1} variants")
+            speeds = decode_speed(
+                {"torch": lm} | runners, options.measure_budget_s * 6, lm.max_positions
+            )
+            for cand in candidates:
+                if cand.recipe.name in speeds:
+                    cand.tokens_per_s = speeds[cand.recipe.name]
+            passing = [c for c in candidates if c.recipe.name in runners]
+            chosen = max(passing, key=lambda c: c.score)
+            for c in passing:
+                c.verdict = "chosen" if c is chosen else "too slow"
+            runners.clear()
+            staging = artifacts.staging_dir(root)
+            for f in chosen.file.parent.iterdir():
+                shutil.copy2(f, staging / f.name)
+            artifacts.copy_model_side_files(model.path, staging)
+            manifest = {
+                "key": key,
+                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "model": {
+                    "id": model.model_id,
+                    "source": model.resolved.spec.describe(),
+                    "revision": model.resolved.revision or model.resolved.spec.revision,
+                    "files_sha256": artifacts.files_digest(model.path),
+                },
+                "task": model.task,
+                "head": HEAD,
+                "recipe": chosen.recipe.as_dict(),
+                "decoder": meta,
+                "accuracy": {
+                    "budget": probe_.budget,
+                    "tune": chosen.tune,
+                    "held_out": chosen.held_out,
+                    "method": f"teacher-forced over {_NEW_TOKENS} greedy tokens of the fp32 "
+                    f"reference, {_PROMPTS} prompts per split",
+                },
+                "speed": {
+                    "chosen": chosen.tokens_per_s,
+                    "reference": {"tokens_per_s": speeds["torch"]},
+                    "context": min(_CONTEXT, lm.max_positions // 2),
+                },
+                "candidates": [c.row() for c in candidates],
+                "hardware": probe().as_dict(),
+                "versions": artifacts.library_versions()
+                | {"zesty_compiler": artifacts.COMPILER_VERSION},
+                "options": options.key_part(),
+            }
+            return artifacts.publish(staging, dest, manifest), candidates
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def artifact_key(model, options: Options) -> str:
+    return artifacts.cache_key(
+        model.path,
+        head=HEAD,
+        task=model.task,
+        options=options.key_part(),
+        hardware=probe().fingerprint(),
+    )
+
+
+def render_table(candidates: list[GenCandidate], manifest: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    ref = manifest["speed"]["reference"]["tokens_per_s"]
+    table = Table(title=f"zesty optimize — {manifest['model']['id']} (text-generation)")
+    for col in (
+        "recipe",
+        "decode b1 tok/s",
+        "decode b16 tok/s",
+        "tune: agreement / KL",
+        "held-out: agreement / KL",
+        "MB",
+        "verdict",
+    ):
+        table.add_column(col, overflow="fold")
+    table.add_row(
+        "torch fp32 (reference)",
+        f"{ref['b1']:.1f}",
+        f"{ref['b16']:.1f}",
+        "—",
+        "—",
+        "—",
+        "reference",
+    )
+
+    def fmt(m: dict) -> str:
+        return f"{m['greedy_agreement']:.3f} / {m['kl']:.4f}" if m else "—"
+
+    notes = []
+    for c in candidates:
+        verdict = c.verdict
+        if c.reason:
+            notes.append(f"[{len(notes) + 1}] {c.recipe.name}: {c.reason}")
+            verdict += f" [{len(notes)}]"
+        tps = c.tokens_per_s
+        table.add_row(
+            c.recipe.name,
+            f"{tps['b1']:.1f}" if tps else "—",
+            f"{tps['b16']:.1f}" if tps else "—",
+            fmt(c.tune),
+            fmt(c.held_out),
+            f"{c.size_bytes / 1e6:.1f}" if c.size_bytes else "—",
+            verdict,
+        )
+    console = Console(width=max(Console().width, 120))
+    console.print(table)
+    for note in notes:
+        console.print(note, highlight=False)

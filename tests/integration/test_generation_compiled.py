@@ -1,0 +1,154 @@
+"""Compiling causal LMs (`zesty optimize` / `--backend onnx|auto`) on tiny GPT-2 and Llama:
+candidates and their accuracy gate, the artifact and its cache, and serving it — greedy output
+through the HTTP routes identical to the PyTorch reference, including a switch from the
+reference to the compiled graph while a generation is running.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from tests.conftest import make_client
+
+GREEDY = {"max_new_tokens": 12, "do_sample": False}
+PROMPTS = ["Hello world, this is", "The quick brown fox jumps over the lazy dog and"]
+
+
+def options(**kw):
+    from zesty.compile.autotune import Options
+
+    return Options(**{"threads": 1, "measure_budget_s": 0.05, **kw})
+
+
+def load(path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from zesty.models.reference import ModelSpec, resolve
+    from zesty.serving.model import load_served_model
+    from zesty.settings import BatchSettings
+
+    spec = ModelSpec.parse(f"m={path}")
+    return load_served_model(
+        "m",
+        resolve(spec),
+        task_override=None,
+        backend="torch",
+        allow_pickle=False,
+        batch_settings=BatchSettings(),
+        executor=ThreadPoolExecutor(1),
+    )
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_compile_gates_candidates_and_caches_the_artifact(arch, tiny_causal):
+    from zesty.compile.generation import DEFAULT_BUDGET, compile_generative
+
+    model = load(tiny_causal[arch])
+    artifact, candidates = compile_generative(model, options(), quiet=True)
+    m = artifact.manifest
+    assert m["task"] == "text-generation" and m["decoder"]["family"] == arch
+    assert m["accuracy"]["budget"] == DEFAULT_BUDGET
+    rows = {c.recipe.name: c for c in candidates}
+    assert set(rows) == {"fp32", "int8-block32", "int4-block32"}
+    # fp32 is the same math as the reference: full agreement, KL ~ 0
+    assert rows["fp32"].tune["greedy_agreement"] == 1.0 and rows["fp32"].tune["kl"] < 1e-6
+    for c in candidates:  # every verdict follows from the measured numbers and the budget
+        over = (
+            c.tune["greedy_agreement"] < DEFAULT_BUDGET["greedy_agreement"]
+            or c.tune["kl"] > DEFAULT_BUDGET["kl"]
+        )
+        assert (c.verdict == "over the accuracy budget") == over, c.row()
+        if not over:
+            assert c.tokens_per_s["b1"] > 0 and c.tokens_per_s["b16"] > 0
+    chosen = [c for c in candidates if c.verdict == "chosen"]
+    assert len(chosen) == 1 and m["recipe"]["name"] == chosen[0].recipe.name
+    passing = [c for c in candidates if c.verdict in ("chosen", "too slow")]
+    assert chosen[0].score == max(c.score for c in passing)
+    assert (artifact.path / "model.onnx").is_file() and (artifact.path / "tokenizer.json").is_file()
+    again, rebuilt = compile_generative(model, options(), quiet=True)
+    assert rebuilt == [] and again.path == artifact.path  # the cache, not a rebuild
+
+
+def test_an_impossible_budget_fails_with_every_reason(tiny_causal):
+    from zesty.compile.compiler import CompileFailed
+    from zesty.compile.generation import compile_generative
+
+    model = load(tiny_causal["gpt2"])
+    impossible = options(precision="fp32", budget={"greedy_agreement": 1.01})
+    with pytest.raises(CompileFailed, match="fp32: greedy agreement 1.000 < 1.01"):
+        compile_generative(model, impossible, quiet=True)
+    with pytest.raises(CompileFailed, match="unknown budget metric"):
+        compile_generative(model, options(budget={"min_cosine": 0.9}), quiet=True)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_served_compiled_greedy_equals_the_reference(arch, tiny_causal):
+    path = tiny_causal[arch]
+
+    def generate(c):
+        out = []
+        for p in PROMPTS:
+            r = c.post("/generate", json={"inputs": p, "parameters": GREEDY})
+            assert r.status_code == 200, r.text
+            out.append(r.json()["generated_text"])
+        return out
+
+    with make_client([f"m={path}"]) as ref:
+        want = generate(ref)
+    with make_client([f"m={path}"], backend="onnx", precision="fp32") as c:
+        info = c.get("/info").json()["models"][0]
+        assert info["backend"] == "onnx" and info["artifact"]["recipe"] == "fp32"
+        assert info["compile"]["state"] in ("compiled", "cached")
+        assert generate(c) == want
+        # decoder_input_details: prompt logprobs from the compiled graph's full pass
+        r = c.post(
+            "/generate",
+            json={
+                "inputs": PROMPTS[0],
+                "parameters": {**GREEDY, "details": True, "decoder_input_details": True},
+            },
+        )
+        assert r.status_code == 200 and len(r.json()["details"]["prefill"]) > 1
+
+
+def test_background_compile_switches_mid_generation(tiny_causal, tmp_path, monkeypatch):
+    """--backend auto, nothing cached: generation starts on PyTorch; the compiled graph takes
+    over between two steps, and a stream that spans the switch still equals the reference."""
+    monkeypatch.setenv("ZESTY_CACHE", str(tmp_path / "gen-cache"))
+    path = tiny_causal["gpt2"]
+    long = {"max_new_tokens": 60, "do_sample": False}
+    with make_client([f"m={path}"]) as ref:
+        want = ref.post("/generate", json={"inputs": PROMPTS[1], "parameters": long}).json()
+    with make_client([f"m={path}"], backend="auto", precision="fp32") as c:
+        first = c.get("/info").json()["models"][0]
+        assert first["backend"] == "torch" and first["compile"]["state"] in ("pending", "compiling")
+        results: list = []
+
+        def keep_generating():
+            while not stop.is_set():
+                r = c.post("/generate", json={"inputs": PROMPTS[1], "parameters": long})
+                results.append((r.status_code, r.json()))
+
+        stop = threading.Event()
+        worker = threading.Thread(target=keep_generating)
+        worker.start()
+        deadline = time.monotonic() + 240
+        try:
+            while time.monotonic() < deadline:
+                info = c.get("/info").json()["models"][0]
+                if info["compile"]["state"] in ("compiled", "failed"):
+                    break
+                time.sleep(0.3)
+            time.sleep(0.5)  # a request or two on the compiled graph
+        finally:
+            stop.set()
+            worker.join()
+        assert info["compile"]["state"] == "compiled", info["compile"]
+        assert info["backend"] == "onnx"
+        after = c.post("/generate", json={"inputs": PROMPTS[1], "parameters": long}).json()
+    assert results and all(code == 200 for code, _ in results)
+    assert all(body == want for _, body in results)  # before, across and after the switch
+    assert after == want
