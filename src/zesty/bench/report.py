@@ -8,6 +8,7 @@ as a waterfall (each step's gain on top of the previous one).
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 from zesty.bench.summary import metric, summarize, value
@@ -229,18 +230,14 @@ def _charts(name: str, wres: dict, out: Path) -> dict[str, Path]:
         fig, ax = plt.subplots(figsize=(7, 4.2))
         prev = 0.0
         for i, st in enumerate(steps):
-            ax.bar(i, st["value"] - prev, bottom=prev, color="tab:green" if i else "tab:gray")
+            color = "tab:gray" if i == 0 else ("tab:green" if st["value"] >= prev else "tab:red")
+            ax.bar(i, st["value"] - prev, bottom=prev, color=color)
             ax.text(
                 i, st["value"], f"{st['cumulative_x']:.2f}x", ha="center", va="bottom", fontsize=8
             )
             prev = st["value"]
-        ax.set_xticks(
-            range(len(steps)),
-            [st["label"][:28] for st in steps],
-            rotation=20,
-            ha="right",
-            fontsize=7,
-        )
+        names = [textwrap.fill(st["label"], 16) for st in steps]
+        ax.set_xticks(range(len(steps)), names, fontsize=7)
         ax.set_ylabel(f"{unit} at {h} clients")
         ax.set_title(f"{name}: ablation (each bar adds one step)")
         files["ablation"] = _save(fig, out / f"{name}-ablation.png")

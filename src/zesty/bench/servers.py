@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -91,12 +92,18 @@ class Running:
         self.log.flush()
         return self.log_path.read_text(errors="replace")[-chars:]
 
+    def last_error(self) -> str:
+        """The log's last exception line ("ValueError: ..."), or its last lines."""
+        lines = [ln.strip() for ln in self.tail(20000).splitlines() if ln.strip()]
+        errors = [ln for ln in lines if re.match(r"^[\w.]*(Error|Exception)\b.*:", ln)]
+        return errors[-1] if errors else " | ".join(lines[-3:])
+
     def wait_ready(self, on_wait=None) -> None:
         t0 = time.monotonic()
         deadline = t0 + self.target.ready_timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise TargetFailed(f"exited with {self.proc.returncode}: {self.tail()}")
+                raise TargetFailed(f"exited with {self.proc.returncode}: {self.last_error()}")
             if self._ready():
                 self.startup_s = round(time.monotonic() - t0, 1)
                 return

@@ -76,8 +76,10 @@ def _generate_app(t: Target, mode: str, w: Workload, model_dir: Path, cores: int
     if script is None:
         t.error = "benchmarks/generate_apps.py is not in this checkout yet"
         return t
-    t.cmd = [sys.executable, str(script), mode, "--port", "{port}", "--model", str(model_dir)]
-    t.cmd += ["--threads", str(cores)]
+    # as its users run it: torch's default threads, one request at a time
+    t.cmd = [sys.executable, str(script), str(model_dir), "--port", "{port}"]
+    if mode == "naive":
+        t.cmd.append("--no-cache")
     return t
 
 
@@ -113,7 +115,10 @@ def for_workload(
             chain = [
                 ("naive", None),
                 ("baseline", None),
-                ("abl-engine", ("+ zesty engine, one sequence at a time", ["--backend", "auto"])),
+                (
+                    "abl-engine",
+                    ("+ zesty engine (compiled), one sequence at a time", ["--backend", "auto"]),
+                ),
                 ("zesty", None),
             ]
             extra = {"abl-engine": ["--max-batch-slots", "1"]}
