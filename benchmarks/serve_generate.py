@@ -22,7 +22,8 @@ process) at each client count (default 1, 4, 16, 32), writing one JSON file:
     flock /tmp/zesty-bench.lock .venv/bin/python benchmarks/serve_generate.py \\
         --zesty "torch=--backend torch" --out benchmarks/results/serve_generate.json
 
-`--quick` is a one-minute smoke run on a tiny model (numbers not valid).
+`--quick` is a smoke run on a tiny model (numbers not valid); `--table RESULT.json` prints
+the Markdown table docs/generation.md shows.
 """
 
 from __future__ import annotations
@@ -219,9 +220,13 @@ def main() -> int:
     )
     ap.add_argument("--naive-duration", type=float, default=60.0)
     ap.add_argument("--new-tokens", type=int, default=128)
-    ap.add_argument("--skip", default="", help="targets to skip: out_of_box,naive")
-    ap.add_argument("--quick", action="store_true", help="1-minute smoke run on a tiny model")
+    ap.add_argument("--skip", default="", help="targets to skip: out_of_box,naive,zesty_NAME")
+    ap.add_argument("--quick", action="store_true", help="a smoke run on a tiny model")
+    ap.add_argument("--table", metavar="RESULT", help="print a result file as Markdown; no run")
     args = ap.parse_args()
+    if args.table:
+        print(table(json.loads(Path(args.table).read_text())))
+        return 0
     levels = [int(c) for c in args.clients.split(",")]
     naive_levels = [int(c) for c in args.naive_clients.split(",")]
     skip = set(filter(None, args.skip.split(",")))
@@ -327,6 +332,8 @@ def main() -> int:
         )
     for variant in args.zesty or ["torch=--backend torch"]:
         name, flags = variant.split("=", 1)
+        if f"zesty_{name}" in skip:
+            continue
         port = free_port()
         cmd = [sys.executable, "-m", "zesty.cli", "serve", "--port", str(port)]
         cmd += [*shlex.split(flags), str(model_dir)]
@@ -370,6 +377,32 @@ def ratios(result: dict, at: int) -> dict:
             if z is not None and b:
                 out[f"{name}_vs_{base}"] = round(z / b, 2)
     return out
+
+
+def table(result: dict) -> str:
+    """One row per target and client count."""
+
+    def ms(stats: dict, key: str) -> str:
+        v = stats.get(key)
+        return "-" if v is None else (f"{v / 1000:.1f} s" if v >= 10_000 else f"{v:.0f} ms")
+
+    rows = [
+        "| target | clients | tokens/s | TTFT p50 / p99 | ITL p50 / p99 | latency p50 | "
+        "done / cut (no 1st token) | tokens per stream | client CPU | other work's CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, t in result["targets"].items():
+        for c, r in t["clients"].items():
+            g = r["generated_tokens"]
+            rows.append(
+                f"| {name} | {c} | {r['tokens_per_s']:.1f} | {ms(r['ttft_ms'], 'p50')} / "
+                f"{ms(r['ttft_ms'], 'p99')} | {ms(r['itl_ms'], 'p50')} / {ms(r['itl_ms'], 'p99')}"
+                f" | {ms(r['latency_ms'], 'p50')} | {r['requests_completed']} / "
+                f"{r['requests_cut']} ({r['ttft_censored']}) | {g['min']}-{g['max']} | "
+                f"{r['client_cpu_share_of_machine']:.1%} | "
+                f"{r['foreign_cpu_share_of_machine']:.0%} |"
+            )
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":
