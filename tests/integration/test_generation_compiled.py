@@ -96,22 +96,38 @@ def test_served_compiled_greedy_equals_the_reference(arch, tiny_causal):
             out.append(r.json()["generated_text"])
         return out
 
+    details = {**GREEDY, "details": True, "decoder_input_details": True}
+
+    def prefill(c):
+        r = c.post("/generate", json={"inputs": PROMPTS[0], "parameters": details})
+        assert r.status_code == 200, r.text
+        return r.json()["details"]["prefill"]
+
     with make_client([f"m={path}"]) as ref:
-        want = generate(ref)
+        want, want_prefill = generate(ref), prefill(ref)
     with make_client([f"m={path}"], backend="onnx", precision="fp32") as c:
         info = c.get("/info").json()["models"][0]
         assert info["backend"] == "onnx" and info["artifact"]["recipe"] == "fp32"
         assert info["compile"]["state"] in ("compiled", "cached")
         assert generate(c) == want
-        # decoder_input_details: prompt logprobs from the compiled graph's full pass
-        r = c.post(
-            "/generate",
-            json={
-                "inputs": PROMPTS[0],
-                "parameters": {**GREEDY, "details": True, "decoder_input_details": True},
-            },
-        )
-        assert r.status_code == 200 and len(r.json()["details"]["prefill"]) > 1
+        # decoder_input_details: prompt logprobs from the compiled graph's one full pass
+        got_prefill = prefill(c)
+    assert [t["id"] for t in got_prefill] == [t["id"] for t in want_prefill]
+    for g, w in zip(got_prefill[1:], want_prefill[1:]):
+        assert g["logprob"] == pytest.approx(w["logprob"], abs=1e-4)
+
+
+def test_an_unsupported_model_keeps_the_reference_backend(tiny_causal, tmp_path):
+    from tests.integration.test_generation_engine import variant
+
+    path = variant(tiny_causal["gpt2"], tmp_path / "relu", activation_function="relu")
+    with make_client([f"m={path}"], backend="onnx", precision="fp32") as c:
+        info = c.get("/info").json()["models"][0]
+        assert info["state"] == "ready" and info["backend"] == "torch"
+        assert info["compile"]["state"] == "failed"
+        assert "activation 'relu'" in info["compile"]["reason"]
+        r = c.post("/generate", json={"inputs": PROMPTS[0], "parameters": GREEDY})
+        assert r.status_code == 200 and r.json()["generated_text"]
 
 
 def test_background_compile_switches_mid_generation(tiny_causal, tmp_path, monkeypatch):
@@ -127,10 +143,14 @@ def test_background_compile_switches_mid_generation(tiny_causal, tmp_path, monke
         assert first["backend"] == "torch" and first["compile"]["state"] in ("pending", "compiling")
         results: list = []
 
+        def backend():
+            return c.get("/info").json()["models"][0]["backend"]
+
         def keep_generating():
             while not stop.is_set():
+                before = backend()
                 r = c.post("/generate", json={"inputs": PROMPTS[1], "parameters": long})
-                results.append((r.status_code, r.json()))
+                results.append((r.status_code, r.json(), before, backend()))
 
         stop = threading.Event()
         worker = threading.Thread(target=keep_generating)
@@ -149,6 +169,8 @@ def test_background_compile_switches_mid_generation(tiny_causal, tmp_path, monke
         assert info["compile"]["state"] == "compiled", info["compile"]
         assert info["backend"] == "onnx"
         after = c.post("/generate", json={"inputs": PROMPTS[1], "parameters": long}).json()
-    assert results and all(code == 200 for code, _ in results)
-    assert all(body == want for _, body in results)  # before, across and after the switch
+    assert results and all(code == 200 for code, *_ in results)
+    assert all(body == want for _, body, *_ in results)  # before, across and after the switch
+    assert any(start == "torch" for *_, start, _ in results)  # served on both backends
+    assert any(end == "onnx" for *_, end in results)
     assert after == want

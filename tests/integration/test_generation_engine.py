@@ -305,27 +305,84 @@ def test_queue_full_is_overloaded_and_too_long_is_invalid(lm, executor):
     asyncio.run(main())
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama"])
-def test_compiled_step_equals_the_reference_step(arch, tiny_causal, tmp_path):
+def variant(src, out, **config):
+    """A copy of a tiny model with config changes and *every* parameter random — biases and
+    norm weights too (the fixtures leave them at 0 and 1, which would hide wiring errors)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    cfg = AutoConfig.from_pretrained(str(src))
+    for key, value in config.items():
+        setattr(cfg, key, value)
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_config(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.3)
+            else:
+                p.add_(torch.randn_like(p) * 0.2)
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(str(src)).save_pretrained(out)
+    return out
+
+
+@pytest.mark.parametrize(
+    "arch, config",
+    [
+        ("gpt2", {}),
+        ("llama", {"attention_bias": True, "mlp_bias": True}),
+        ("qwen2", {}),
+        ("qwen3", {"attention_bias": True}),
+    ],
+)
+def test_compiled_step_equals_the_reference_step(arch, config, tiny_causal, tmp_path):
     """Mixed steps (a chunked prefill, decodes, a sequence joining in a higher slot while a
-    lower one is idle): the compiled graph's logits and cache equal the PyTorch step's."""
+    lower one is idle): the compiled graph's logits and cache equal the PyTorch step's, on
+    models whose biases and norm weights are random too; the idle slot is left untouched."""
     from transformers import AutoTokenizer
 
-    ref = TorchCausalLM(tiny_causal[arch])
-    runner = compiled(ref, tmp_path)
-    tok = AutoTokenizer.from_pretrained(str(tiny_causal[arch]))
+    from tests.fixtures.tiny_causal import build_tiny_causal
+
+    src = tiny_causal.get(arch) or build_tiny_causal(tmp_path / "src", arch)
+    path = variant(src, tmp_path / "model", **config)
+    ref = TorchCausalLM(path)
+    runner = compiled(ref, tmp_path / "onnx")
+    tok = AutoTokenizer.from_pretrained(str(path))
     a, b = tok(PROMPTS[3])["input_ids"], tok(PROMPTS[1])["input_ids"]
     steps = [
         [StepInput(2, 0, a[:6]), StepInput(0, 0, b)],
         [StepInput(2, 6, a[6:]), StepInput(0, len(b), [7])],
         [StepInput(2, len(a), [9]), StepInput(0, len(b) + 1, [11]), StepInput(3, 0, [5])],
         [StepInput(2, len(a) + 1, [4]), StepInput(3, 1, [6])],  # slot 0 idle now
+        [StepInput(3, 2, [8])],  # slots 0-2 idle: dummies below slot 3
     ]
     caches = [KVCache(r.kv_shape, 4, 128) for r in (ref, runner)]
     for items in steps:
+        if items == steps[3]:
+            idle = [t[0, :, : len(b) + 2].clone() for t in caches[1].keys + caches[1].values]
         want, got = (r.step(c, items) for r, c in zip((ref, runner), caches))
         assert (want - got).abs().max().item() <= COMPILED_ATOL
-    for layer in range(ref.kv_shape.num_layers):  # slots 2 and 3: every written position
-        for slot, n in ((2, len(a) + 2), (3, 2)):
-            diff = caches[0].keys[layer][slot, :, :n] - caches[1].keys[layer][slot, :, :n]
-            assert diff.abs().max().item() <= COMPILED_ATOL
+    for layer in range(ref.kv_shape.num_layers):  # every written position, keys and values
+        for slot, n in ((0, len(b) + 2), (2, len(a) + 2), (3, 3)):
+            for want, got in (
+                (caches[0].keys, caches[1].keys),
+                (caches[0].values, caches[1].values),
+            ):
+                diff = want[layer][slot, :, :n] - got[layer][slot, :, :n]
+                assert diff.abs().max().item() <= COMPILED_ATOL
+    after = [t[0, :, : len(b) + 2] for t in caches[1].keys + caches[1].values]
+    assert all(torch.equal(x, y) for x, y in zip(idle, after))  # the dummies wrote past it
+
+
+def test_unsupported_settings_are_refused_not_compiled_wrong(tiny_causal, tmp_path):
+    from zesty.generation.onnx_graph import Unsupported, check_supported
+
+    relu = TorchCausalLM(
+        variant(tiny_causal["gpt2"], tmp_path / "relu", activation_function="relu")
+    )
+    with pytest.raises(Unsupported, match="activation 'relu'"):
+        check_supported(relu.model)
+    rope = {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}
+    dyn = TorchCausalLM(variant(tiny_causal["llama"], tmp_path / "dyn", rope_parameters=rope))
+    with pytest.raises(Unsupported, match="rope scaling 'dynamic'"):
+        check_supported(dyn.model)

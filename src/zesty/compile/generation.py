@@ -36,11 +36,13 @@ import torch
 from zesty.compile import artifacts, corpus
 from zesty.compile.autotune import Options, Reporter
 from zesty.compile.compiler import CompileFailed
+from zesty.generation.runner_torch import TorchCausalLM
 from zesty.runtime.hardware import probe
 
 log = logging.getLogger(__name__)
 
 HEAD = "causal-lm"
+GRAPH_VERSION = 2  # bump when onnx_graph.py changes what it builds: cached graphs are rebuilt
 DEFAULT_BUDGET = {"greedy_agreement": 0.9, "kl": 0.05}
 _PROMPTS = 12  # per split
 _NEW_TOKENS = 16
@@ -144,7 +146,7 @@ def _graph_bytes(model_file: Path) -> int:
 class _Probe:
     """Validation prompts, the reference's greedy continuations and its log-probabilities."""
 
-    def __init__(self, reference, tokenizer, budget: dict[str, float]) -> None:
+    def __init__(self, reference, tokenizer, budget: dict[str, float], positions: int) -> None:
         self.budget = DEFAULT_BUDGET | budget
         unknown = set(self.budget) - set(DEFAULT_BUDGET)
         if unknown:
@@ -157,7 +159,8 @@ class _Probe:
         for name, texts in (("tune", tune[:_PROMPTS]), ("held_out", held[:_PROMPTS])):
             seqs = []
             for text in texts:
-                ids = list(tokenizer(text)["input_ids"])[:48] or [0]
+                keep = max(1, min(48, positions - _NEW_TOKENS - 1))
+                ids = list(tokenizer(text)["input_ids"])[:keep] or [0]
                 seqs.append(self._continue(reference, ids))
             self.splits[name] = seqs
 
@@ -229,9 +232,11 @@ def compile_generative(
     model, options: Options, *, out: Path | None = None, quiet: bool = False
 ) -> tuple[artifacts.Artifact, list[GenCandidate]]:
     """The compiled decoder artifact for a GenerativeModel: from the cache or built now."""
-    from zesty.generation.onnx_graph import build_decoder, graph_meta
+    from zesty.generation.onnx_graph import Unsupported, build_decoder, check_supported, graph_meta
     from zesty.generation.runner_onnx import OnnxCausalLM
 
+    if not isinstance(getattr(model, "lm", None), TorchCausalLM):
+        raise GenerationCompileFailed("compiling needs the model on its PyTorch reference")
     if options.target != "cpu":
         raise GenerationCompileFailed(
             f"compiled text generation is built for the CPU only (target {options.target})"
@@ -246,12 +251,16 @@ def compile_generative(
             return existing, []
         if out is not None and out.exists() and any(out.iterdir()):
             raise GenerationCompileFailed(f"--out {out} exists and is not empty")
+        lm = model.lm
+        try:
+            check_supported(lm.model)
+        except Unsupported as exc:
+            raise GenerationCompileFailed(str(exc)) from None
         work = Path(tempfile.mkdtemp(prefix="zesty-compile-"))
         try:
-            lm = model.lm
             limits_positions = lm.max_positions
             report.step("scoring the fp32 PyTorch reference on the validation prompts")
-            probe_ = _Probe(lm, model.tokenizer.hf, options.budget)
+            probe_ = _Probe(lm, model.tokenizer.hf, options.budget, lm.max_positions)
             report.step("building the decoder graph (GroupQueryAttention over a shared KV buffer)")
             base = build_decoder(lm.model, work / "fp32" / "model.onnx", limits_positions)
             meta = graph_meta(lm.model, limits_positions)
@@ -341,7 +350,7 @@ def artifact_key(model, options: Options) -> str:
         model.path,
         head=HEAD,
         task=model.task,
-        options=options.key_part(),
+        options=options.key_part() | {"decoder_graph": GRAPH_VERSION},
         hardware=probe().fingerprint(),
     )
 

@@ -75,6 +75,10 @@ class GenerativeModel(ServedModel):
 
     def engine_for(self, settings: GenerationSettings) -> Engine:
         """The model's engine, created (with its KV cache) on first use."""
+        with self._lock:  # not between install_artifact's engine check and its new runner
+            return self._engine_for(settings)
+
+    def _engine_for(self, settings: GenerationSettings) -> Engine:
         if self.engine is None:
             assert self.lm is not None
             limits = self.limits(settings)

@@ -79,6 +79,23 @@ def _t(tensor) -> np.ndarray:
     return tensor.detach().to("cpu").float().numpy()
 
 
+def _bias(linear) -> np.ndarray | None:
+    return None if linear.bias is None else _t(linear.bias)
+
+
+class Unsupported(ValueError):
+    """The model's configuration has no compiled graph here (it keeps the PyTorch backend)."""
+
+
+GPT2_ACTIVATIONS = {
+    "gelu_new": "FastGelu",
+    "gelu_pytorch_tanh": "FastGelu",
+    "gelu_fast": "FastGelu",
+    "gelu": "Gelu",
+}
+_ROPE_TYPES = {"default", "linear", "llama3", "yarn"}  # position-independent tables
+
+
 def family_of(model) -> str:
     from zesty.generation.runner_torch import GPT2_ARCHITECTURES, LLAMA_ARCHITECTURES
 
@@ -87,7 +104,31 @@ def family_of(model) -> str:
         return FAMILY_GPT2
     if arch in LLAMA_ARCHITECTURES:
         return FAMILY_LLAMA
-    raise ValueError(f"{arch} has no compiled decoder graph")
+    raise Unsupported(f"{arch} has no compiled decoder graph")
+
+
+def check_supported(model) -> str:
+    """The model's family, or `Unsupported` saying which setting has no compiled graph —
+    checked before any work, so an unsupported model never gets a wrong graph."""
+    family = family_of(model)
+    c = model.config
+    if family == FAMILY_GPT2:
+        act = getattr(c, "activation_function", "gelu_new")
+        if act not in GPT2_ACTIVATIONS:
+            raise Unsupported(f"GPT-2 activation {act!r} has no compiled kernel here")
+        if getattr(c, "scale_attn_by_inverse_layer_idx", False):
+            raise Unsupported("GPT-2 scale_attn_by_inverse_layer_idx is not compiled")
+        return family
+    if getattr(c, "hidden_act", "silu") != "silu":
+        raise Unsupported(f"activation {c.hidden_act!r} has no compiled kernel here")
+    rope = getattr(c, "rope_parameters", None) or getattr(c, "rope_scaling", None) or {}
+    rope_type = (
+        rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else "default"
+    )
+    if rope_type not in _ROPE_TYPES:
+        # longrope / dynamic pick their tables by sequence length: one table would be wrong
+        raise Unsupported(f"rope scaling {rope_type!r} is not compiled (tables depend on length)")
+    return family
 
 
 def build_decoder(model, out: Path, max_positions: int) -> Path:
@@ -95,7 +136,7 @@ def build_decoder(model, out: Path, max_positions: int) -> Path:
     import onnx
     from onnx import TensorProto, helper
 
-    family = family_of(model)
+    family = check_supported(model)
     b = _Builder()
     c = model.config
     if family == FAMILY_GPT2:
@@ -166,12 +207,7 @@ def build_decoder(model, out: Path, max_positions: int) -> Path:
             h = ln(x, block.ln_2, f"h.{i}.ln_2")
             mlp = block.mlp
             h = b.linear(h, f"h.{i}.mlp.c_fc", _t(mlp.c_fc.weight), _t(mlp.c_fc.bias))
-            if act in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast"):
-                h = b.op("FastGelu", [h], domain="com.microsoft")
-            elif act == "gelu":
-                h = b.op("Gelu", [h], domain="com.microsoft")
-            else:
-                raise ValueError(f"GPT-2 activation {act} has no compiled kernel here")
+            h = b.op(GPT2_ACTIVATIONS[act], [h], domain="com.microsoft")
             h = b.linear(h, f"h.{i}.mlp.c_proj", _t(mlp.c_proj.weight), _t(mlp.c_proj.bias))
             x = b.op("Add", [x, h])
         g = b.weight("ln_f.weight", _t(tr.ln_f.weight))
@@ -209,7 +245,7 @@ def build_decoder(model, out: Path, max_positions: int) -> Path:
             h = rms(x, layer.input_layernorm, f"layers.{i}.input_layernorm")
             w = torch.cat([at.q_proj.weight, at.k_proj.weight, at.v_proj.weight], 0)
             bias = None
-            if at.q_proj.bias is not None:
+            if at.q_proj.bias is not None:  # Qwen2, Llama attention_bias
                 bias = _t(torch.cat([at.q_proj.bias, at.k_proj.bias, at.v_proj.bias]))
             qkv = b.linear(h, f"layers.{i}.self_attn.qkv_proj", _t(w).T, bias)
             q, k, v = b.op("Split", [qkv, split_qkv], n_out=3, axis=-1)
@@ -234,22 +270,32 @@ def build_decoder(model, out: Path, max_positions: int) -> Path:
             )
             o = attention(i, q, k, v, at.scaling)
             x = b.op(
-                "Add", [x, b.linear(o, f"layers.{i}.self_attn.o_proj", _t(at.o_proj.weight).T)]
+                "Add",
+                [
+                    x,
+                    b.linear(
+                        o, f"layers.{i}.self_attn.o_proj", _t(at.o_proj.weight).T, _bias(at.o_proj)
+                    ),
+                ],
             )
             h = rms(x, layer.post_attention_layernorm, f"layers.{i}.post_attention_layernorm")
             mlp = layer.mlp
-            if getattr(c, "hidden_act", "silu") != "silu":
-                raise ValueError(f"activation {c.hidden_act} has no compiled kernel here")
             gu = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight], 0)
+            gu_bias = None
+            if mlp.gate_proj.bias is not None:  # Llama mlp_bias
+                gu_bias = _t(torch.cat([mlp.gate_proj.bias, mlp.up_proj.bias]))
             gate, up = b.op(
                 "Split",
-                [b.linear(h, f"layers.{i}.mlp.gate_up_proj", _t(gu).T), split_mlp],
+                [b.linear(h, f"layers.{i}.mlp.gate_up_proj", _t(gu).T, gu_bias), split_mlp],
                 n_out=2,
                 axis=-1,
             )
             act = b.op("Mul", [gate, b.op("Sigmoid", [gate])])
             h = b.linear(
-                b.op("Mul", [act, up]), f"layers.{i}.mlp.down_proj", _t(mlp.down_proj.weight).T
+                b.op("Mul", [act, up]),
+                f"layers.{i}.mlp.down_proj",
+                _t(mlp.down_proj.weight).T,
+                _bias(mlp.down_proj),
             )
             x = b.op("Add", [x, h])
         x = rms(x, base.norm, "norm")
