@@ -240,12 +240,12 @@ class GenerationSettings(_Group):
     )
     max_n: int = Field(4, ge=1, description="Most completions (n) one request may ask for.")
     max_batch_slots: int = Field(
-        16, ge=1, description="Most sequences generating at once (the running batch)."
+        32, ge=1, description="Most sequences generating at once (the running batch)."
     )
     kv_cache_memory: ByteSize = Field(
-        ByteSize(1024**3),
+        ByteSize(2 * 1024**3),
         ge=1,
-        description="Memory for each model's preallocated KV cache, e.g. 1GiB; it bounds the "
+        description="Memory for each model's preallocated KV cache, e.g. 2GiB; it bounds the "
         "running batch (slots of --max-total-tokens positions).",
     )
     max_step_tokens: int = Field(
