@@ -188,14 +188,6 @@ def _add_optimize(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress or table, only errors")
 
 
-def _parse_budget(text: str) -> dict[str, float]:
-    out = {}
-    for part in filter(None, (x.strip() for x in text.split(","))):
-        name, _, value = part.partition("=")
-        out[name.strip()] = float(value)
-    return out
-
-
 def optimize(ns: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
@@ -211,7 +203,9 @@ def optimize(ns: argparse.Namespace) -> int:
 
     setup_logging("warning" if ns.quiet else "info", "text")
     try:
-        budget = _parse_budget(ns.budget)
+        from zesty.settings import parse_budget
+
+        budget = parse_budget(ns.budget)
         spec = ModelSpec.parse(ns.model)
     except ValueError as exc:
         print(f"zesty optimize: {exc}", file=sys.stderr)

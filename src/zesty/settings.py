@@ -68,6 +68,17 @@ class LimitSettings(_Group):
     )
 
 
+def parse_budget(text: str) -> dict[str, float]:
+    """'name=value,name=value' -> {name: value} (ValueError on a malformed item)."""
+    out = {}
+    for part in filter(None, (x.strip() for x in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"budget item {part!r} is not NAME=VALUE")
+        out[name.strip()] = float(value)
+    return out
+
+
 class ModelSettings(_Group):
     """How models are found, loaded and run."""
 
@@ -83,9 +94,22 @@ class ModelSettings(_Group):
         description="Precision of compiled artifacts ('auto': the fastest candidate within "
         "the accuracy budget).",
     )
+    accuracy_budget: str = Field(
+        "",
+        description="Accuracy budget for compiling, as `zesty optimize --budget` takes it, e.g. "
+        "'min_cosine=0.99' or 'greedy_agreement=0.8,kl=0.01' (default: each task's own). It is "
+        "part of the artifact's cache key.",
+    )
     task: str | None = Field(
         None, description="Task for every served model, overriding detection from its files."
     )
+
+    @field_validator("accuracy_budget")
+    @classmethod
+    def _budget(cls, value: str) -> str:
+        parse_budget(value)  # a malformed budget fails at startup, not at compile time
+        return value
+
     revision: str | None = Field(
         None, description="Default Hub revision (branch, tag or commit) when a MODEL has no @rev."
     )

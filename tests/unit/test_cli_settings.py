@@ -44,3 +44,15 @@ def test_version_and_help(capsys):
     assert "zesty" in capsys.readouterr().out
     assert main([]) == 0
     assert "serve" in capsys.readouterr().out
+
+
+def test_accuracy_budget_reaches_the_compile_options_and_is_checked_at_startup():
+    from pydantic import ValidationError
+
+    from zesty.serving.compiled import options_for
+
+    s = Settings.from_overrides({"accuracy_budget": "greedy_agreement=0.8, kl=0.01"})
+    assert options_for(s.model).budget == {"greedy_agreement": 0.8, "kl": 0.01}
+    assert options_for(Settings.from_overrides({}).model).budget == {}
+    with pytest.raises(ValidationError, match="not NAME=VALUE"):
+        Settings.from_overrides({"accuracy_budget": "min_cosine"})

@@ -22,14 +22,19 @@ from zesty.compile.autotune import Options
 from zesty.compile.compiler import CompileFailed, artifact_key, compile_model
 from zesty.compile.export import ExportError
 from zesty.runtime.hardware import cuda_available_in_ort
-from zesty.settings import ModelSettings
+from zesty.settings import ModelSettings, parse_budget
 
 log = logging.getLogger(__name__)
 
 
 def options_for(settings: ModelSettings) -> Options:
     target = "cuda" if cuda_available_in_ort() else "cpu"
-    return Options(target=target, precision=settings.precision, threads=settings.threads)
+    return Options(
+        target=target,
+        precision=settings.precision,
+        threads=settings.threads,
+        budget=parse_budget(settings.accuracy_budget),
+    )
 
 
 def _generative(model) -> bool:
@@ -111,6 +116,8 @@ async def compile_in_background(model, settings: ModelSettings) -> None:
         str(options.threads),
         "--quiet",
     ]
+    if settings.accuracy_budget:
+        cmd += ["--budget", settings.accuracy_budget]
     if model.allow_pickle:
         cmd.append("--allow-pickle")
     log.info("model %s: compiling in the background", model.model_id)
