@@ -243,7 +243,8 @@ class Engine:
     async def _step(self, loop: asyncio.AbstractEventLoop, output: SchedulerOutput) -> None:
         rows = [(c.seq.seq_id, self._row(c.seq)) for c in output.chunks if c.sample]
         started = time.perf_counter()
-        sampled = await loop.run_in_executor(self.executor, self._compute, output, rows)
+        live = {seq.slot for seq in self.scheduler.running}
+        sampled = await loop.run_in_executor(self.executor, self._compute, output, rows, live)
         self.steps += 1
         self.last_batch_size = len(output.chunks)
         seconds = time.perf_counter() - started
@@ -268,8 +269,11 @@ class Engine:
             stream.generator if stream is not None else None,
         )
 
-    def _compute(self, output: SchedulerOutput, rows: list[tuple[int, SampleRow]]):
+    def _compute(self, output: SchedulerOutput, rows: list[tuple[int, SampleRow]], live: set):
         """In the compute thread: the forward pass and the sampling."""
+        retain = getattr(self.runner, "retain", None)
+        if retain is not None:  # slots freed since the last step hold nothing worth keeping
+            retain(live)
         items = [StepInput(c.seq.slot, c.start, c.tokens) for c in output.chunks]
         logits = self.runner.step(self.cache, items)
         if not rows:

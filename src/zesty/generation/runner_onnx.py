@@ -56,6 +56,11 @@ class OnnxCausalLM:
         """Taking over a cache another backend filled: positions in use per slot."""
         self._written = dict(lengths)
 
+    def retain(self, slots: set[int]) -> None:
+        """Only `slots` hold sequences now: a free slot's dummy row writes at position 0 (and
+        attends over one position) instead of over its last occupant's length."""
+        self._written = {s: n for s, n in self._written.items() if s in slots}
+
     # -- the step ----------------------------------------------------------------------------
 
     def step(self, cache: KVCache, items: list[StepInput]) -> torch.Tensor:
