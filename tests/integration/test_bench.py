@@ -45,7 +45,7 @@ def test_cli_errors_are_one_line(tmp_path):
 def test_quick_run_measures_every_target(tmp_path):
     out = tmp_path / "bench"
     cmd = [sys.executable, "-m", "zesty.cli", "bench", "embed", "generate-gpt2", "--quick"]
-    cmd += ["--against", "baseline,naive", "--clients", "1,2", "--duration", "1"]
+    cmd += ["--against", "baseline,naive", "--clients", "2", "--duration", "1"]
     cmd += ["--warmup", "0.2", "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -59,7 +59,7 @@ def test_quick_run_measures_every_target(tmp_path):
         assert set(wres["targets"]) == targets
         for tname, rec in wres["targets"].items():
             assert "error" not in rec, (name, tname, rec.get("error"), rec.get("log_tail"))
-            for clients in ("1", "2"):
+            for clients in ("2",):
                 p = rec["points"][clients]
                 assert p["requests_done"] > 0 and p["statuses"].get("200")
                 assert p["latency_ms"]["p50"] > 0

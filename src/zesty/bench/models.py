@@ -49,7 +49,9 @@ def get(name: str, tiny: bool = False, root: Path | None = None) -> Path:
     if name in GENERATE_MODELS and not tiny and script.exists():
         # the generation benchmarks' own recipe (varied greedy output), shared with them
         root = (root or bench_models_dir()) / "generate"
-        subprocess.run([sys.executable, str(script), str(root)], check=True)
+        subprocess.run(
+            [sys.executable, str(script), str(root)], check=True, stdout=subprocess.DEVNULL
+        )
         return root / GENERATE_MODELS[name]
     out = (root or bench_models_dir()) / (f"{name}-tiny" if tiny else name)
     if (out / ".complete").exists():

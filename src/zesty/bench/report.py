@@ -251,3 +251,29 @@ def _save(fig, path: Path) -> Path:
 
     plt.close(fig)
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print a results.json as Markdown (for docs/benchmarks.md), charts under a prefix."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("results", type=Path)
+    ap.add_argument("--image-prefix", default="", help="path of the PNG charts from the page")
+    args = ap.parse_args(argv)
+    result = json.loads(args.results.read_text())
+    folder = args.results.parent
+    charts = {
+        name: {
+            kind: folder / f"{name}-{kind}.png"
+            for kind in ("throughput", "latency", "ablation")
+            if (folder / f"{name}-{kind}.png").exists()
+        }
+        for name in result["workloads"]
+    }
+    print(markdown(result, charts, args.image_prefix), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
