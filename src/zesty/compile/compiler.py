@@ -28,6 +28,25 @@ def artifact_key(model, head, options: Options) -> str:
     )
 
 
+def base_manifest(model, key: str, options: Options) -> dict:
+    """What every artifact's manifest.json records: the key, the model and its files, the
+    hardware, the library versions and the options."""
+    return {
+        "key": key,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": {
+            "id": model.model_id,
+            "source": model.resolved.spec.describe(),
+            "revision": model.resolved.revision or model.resolved.spec.revision,
+            "files_sha256": artifacts.files_digest(model.path),
+        },
+        "task": model.task,
+        "hardware": probe().as_dict(),
+        "versions": artifacts.library_versions() | {"zesty_compiler": artifacts.COMPILER_VERSION},
+        "options": options.key_part(),
+    }
+
+
 def compile_model(
     model, head, options: Options, *, out: Path | None = None, quiet: bool = False
 ) -> tuple[artifacts.Artifact, list[Candidate]]:
@@ -54,16 +73,7 @@ def compile_model(
             staging = artifacts.staging_dir(root)
             shutil.copy2(chosen.file, staging / "model.onnx")
             artifacts.copy_model_side_files(model.path, staging)
-            manifest = {
-                "key": key,
-                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                "model": {
-                    "id": model.model_id,
-                    "source": model.resolved.spec.describe(),
-                    "revision": model.resolved.revision or model.resolved.spec.revision,
-                    "files_sha256": artifacts.files_digest(model.path),
-                },
-                "task": model.task,
+            manifest = base_manifest(model, key, options) | {
                 "head": head.name,
                 "recipe": chosen.recipe.as_dict(),
                 "fp32_layers": list(chosen.recipe.fp32_layers),
@@ -74,10 +84,6 @@ def compile_model(
                 },
                 "speed": {"chosen": chosen.latency.as_dict(), **summary},
                 "candidates": [c.row() for c in candidates],
-                "hardware": probe().as_dict(),
-                "versions": artifacts.library_versions()
-                | {"zesty_compiler": artifacts.COMPILER_VERSION},
-                "options": options.key_part(),
             }
             return artifacts.publish(staging, dest, manifest), candidates
         finally:

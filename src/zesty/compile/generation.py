@@ -21,7 +21,6 @@ compute, and a server sees both).
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import math
 import shutil
@@ -35,7 +34,7 @@ import torch
 
 from zesty.compile import artifacts, corpus
 from zesty.compile.autotune import Options, Reporter
-from zesty.compile.compiler import CompileFailed
+from zesty.compile.compiler import CompileFailed, base_manifest
 from zesty.generation.runner_torch import TorchCausalLM
 from zesty.runtime.hardware import probe
 
@@ -309,16 +308,7 @@ def compile_generative(
             for f in chosen.file.parent.iterdir():
                 shutil.copy2(f, staging / f.name)
             artifacts.copy_model_side_files(model.path, staging)
-            manifest = {
-                "key": key,
-                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                "model": {
-                    "id": model.model_id,
-                    "source": model.resolved.spec.describe(),
-                    "revision": model.resolved.revision or model.resolved.spec.revision,
-                    "files_sha256": artifacts.files_digest(model.path),
-                },
-                "task": model.task,
+            manifest = base_manifest(model, key, options) | {
                 "head": HEAD,
                 "recipe": chosen.recipe.as_dict(),
                 "decoder": meta,
@@ -335,10 +325,6 @@ def compile_generative(
                     "context": min(_CONTEXT, lm.max_positions // 2),
                 },
                 "candidates": [c.row() for c in candidates],
-                "hardware": probe().as_dict(),
-                "versions": artifacts.library_versions()
-                | {"zesty_compiler": artifacts.COMPILER_VERSION},
-                "options": options.key_part(),
             }
             return artifacts.publish(staging, dest, manifest), candidates
         finally:
