@@ -4,11 +4,18 @@ A peer is installed on first use with `python -m venv` + `pip install` from the 
 index (whatever pip is configured to use on this machine), so it can never change the
 packages zesty runs with. An install or start that fails is recorded with its error and the
 run goes on without that peer.
+
+OpenVINO GenAI has no HTTP server of its own: its peers run
+`benchmarks/peers/openvino_genai_server.py` (a TGI-compatible front for its
+continuous-batching pipeline) with the peer venv's Python, on the bench model converted to
+OpenVINO IR with `optimum-cli export openvino` in that venv (cached next to it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -26,6 +33,12 @@ class Peer:
     check: str  # python code that must import cleanly after install
     venv: str  # venv folder name (peers sharing one package share it)
     flags: tuple[str, ...] = ()
+    dists: tuple[str, ...] = ("infinity-emb", "torch", "onnxruntime", "optimum")  # versions
+
+
+OPENVINO_REQS = ("openvino-genai", "optimum-intel[openvino]", "starlette", "uvicorn")
+OPENVINO_DISTS = ("openvino-genai", "openvino", "openvino-tokenizers", "optimum-intel", "nncf")
+GENERATE = ("generate-gpt2", "generate-smollm2")
 
 
 PEERS = {
@@ -45,6 +58,40 @@ PEERS = {
         "import infinity_emb",
         "infinity",
         ("--engine", "optimum"),
+    ),
+    # flags: the IR's weight format, then the server's own flags
+    "openvino-genai": Peer(
+        "openvino-genai",
+        "OpenVINO GenAI ContinuousBatchingPipeline, fp32 IR, OpenVINO's CPU defaults "
+        "(bf16 compute where the CPU has it)",
+        OPENVINO_REQS,
+        GENERATE,
+        "import openvino_genai, starlette, uvicorn",
+        "openvino-genai",
+        ("fp32",),
+        OPENVINO_DISTS,
+    ),
+    "openvino-genai-f32": Peer(
+        "openvino-genai-f32",
+        "OpenVINO GenAI ContinuousBatchingPipeline, fp32 IR, fp32 compute "
+        "(INFERENCE_PRECISION_HINT=f32)",
+        OPENVINO_REQS,
+        GENERATE,
+        "import openvino_genai, starlette, uvicorn",
+        "openvino-genai",
+        ("fp32", "--precision", "f32"),
+        OPENVINO_DISTS,
+    ),
+    "openvino-genai-int8": Peer(
+        "openvino-genai-int8",
+        "OpenVINO GenAI ContinuousBatchingPipeline, int8 weights (optimum-cli "
+        "--weight-format int8), OpenVINO's CPU defaults",
+        OPENVINO_REQS,
+        GENERATE,
+        "import openvino_genai, starlette, uvicorn",
+        "openvino-genai",
+        ("int8",),
+        OPENVINO_DISTS,
     ),
 }
 
@@ -96,7 +143,7 @@ def target(name: str, workload, model_dir: Path, log=None) -> Target:
     except RuntimeError as exc:
         t.error = str(exc)[-1500:]
         return t
-    t.versions = _versions(venv, "infinity-emb", "torch", "onnxruntime", "optimum")
+    t.versions = _versions(venv, *peer.dists)
     if name.startswith("infinity"):
         t.cmd = [
             str(venv / "bin" / "infinity_emb"),
@@ -116,7 +163,54 @@ def target(name: str, workload, model_dir: Path, log=None) -> Target:
         t.ready_path = "/health"
         t.env = {"INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1"}
         t.ready_timeout = 600
+    elif name.startswith("openvino-genai"):
+        script = Path(__file__).resolve().parents[3] / "benchmarks" / "peers"
+        script = script / "openvino_genai_server.py"
+        if not script.exists():
+            t.error = "benchmarks/peers/openvino_genai_server.py not found (run from a checkout)"
+            return t
+        try:
+            ir = convert_openvino(venv, model_dir, peer.flags[0], log)
+        except RuntimeError as exc:
+            t.error = str(exc)[-1500:]
+            return t
+        t.cmd = [str(venv / "bin" / "python"), str(script), str(ir), "--port", "{port}"]
+        t.cmd += ["--threads", "2", *peer.flags[1:]]
+        t.dialect = "tgi"
+        t.path = "/generate_stream"
+        t.ready_path = "/health"
+        t.ready_timeout = 600
     return t
+
+
+def convert_openvino(venv: Path, model_dir: Path, weight_format: str, log=None) -> Path:
+    """`model_dir` as OpenVINO IR (`optimum-cli export openvino`), cached under the peers dir."""
+    key = hashlib.sha1(str(model_dir.resolve()).encode()).hexdigest()[:8]
+    out = peers_dir() / "openvino-genai-models" / f"{model_dir.name}-{key}-{weight_format}"
+    marker = out / ".converted"
+    source = model_dir / "model.safetensors"
+    stamp = f"{model_dir.resolve()} {source.stat().st_mtime_ns if source.exists() else 0}"
+    if marker.exists() and marker.read_text() == stamp:
+        return out
+    if out.exists():
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    convert_log = out.parent / f"{out.name}.log"
+    cmd = [str(venv / "bin" / "optimum-cli"), "export", "openvino", "--model", str(model_dir)]
+    cmd += ["--task", "text-generation-with-past", "--weight-format", weight_format, str(out)]
+    if log:
+        log(f"converting {model_dir} to OpenVINO IR ({weight_format}) in {out}")
+    with open(convert_log, "w") as f:
+        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
+    if done.returncode != 0 or not (out / "openvino_model.xml").exists():
+        lines = convert_log.read_text(errors="replace").strip().splitlines()
+        errors = [ln for ln in lines if "Error" in ln or "error:" in ln]
+        raise RuntimeError(
+            f"optimum-cli export openvino failed ({done.returncode}): "
+            + " | ".join((errors or lines)[-3:])
+        )
+    marker.write_text(stamp)
+    return out
 
 
 def _versions(venv: Path, *dists: str) -> dict[str, str]:
