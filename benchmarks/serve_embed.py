@@ -28,7 +28,6 @@ import platform
 import random
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,31 +37,12 @@ from urllib.request import urlopen
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-WORDS = (
-    "the a of to and in is it you that he was for on are with as his they be at one have this "
-    "from or had by hot word but what some we can out other were all there when up use your how "
-    "said an each she which do their time if will way about many then them write would like so "
-    "these her long make thing see him two has look more day could go come did number sound no "
-    "most people my over know water than call first who may down side been now find any new "
-    "work part take get place made live where after back little only round man year came show "
-    "every good me give our under name very through just form sentence great think say help low "
-    "line differ turn cause much mean before move right boy old too same tell does set three "
-    "want air well also play small end put home read hand port large spell add even land here "
-    "must big high such follow act why ask men change went light kind off need house picture "
-    "try us again animal point mother world near build self earth father head stand own page "
-    "should country found answer school grow study still learn plant cover food sun four between "
-    "state keep eye never last let thought city tree cross farm hard start might story saw far "
-    "sea draw left late run while press close night real life few north open seem together next "
-    "white children begin got walk example ease paper group always music those both mark often "
-    "letter until mile river car feet care second book carry took science eat room friend began "
-    "idea fish mountain stop once base hear horse cut sure watch color face wood main enough "
-    "plain girl usual young ready above ever red list though feel talk bird soon body dog family "
-    "direct pose leave song measure door product black short numeral class wind question happen "
-    "complete ship area half rock order fire south problem piece told knew pass since top whole "
-    "king space heard best hour better true during hundred five remember step early hold west "
-    "ground interest reach fast verb sing listen six table travel less morning ten simple several"
-).split()
+sys.path.insert(0, str(ROOT / "src"))
 
+# the shared pieces live in zesty.bench (`zesty bench` is this benchmark's successor)
+from zesty.bench.machine import machine_busy_s, tree_cpu_s  # noqa: E402
+from zesty.bench.servers import free_port  # noqa: E402
+from zesty.bench.workloads import WORDS, with_repeats  # noqa: E402
 
 # -- workload ---------------------------------------------------------------------------------
 
@@ -78,24 +58,6 @@ def make_sentences(n: int, seed: int, tokenizer, seen: set[str]) -> list[str]:
         tokens = len(tokenizer.encode(text).ids)
         if 8 <= tokens <= 64 and text not in seen:
             seen.add(text)
-            out.append(text)
-    return out
-
-
-def with_repeats(fresh: list[str], share: float, seed: int) -> list[str]:
-    """A request sequence where `share` of requests repeat a sentence sent earlier in it."""
-    rng = random.Random(seed)
-    total = int(round(len(fresh) / (1 - share)))
-    out, pool, it = [], [], iter(fresh)
-    for _ in range(total):
-        if pool and rng.random() < share:
-            out.append(rng.choice(pool))
-        else:
-            text = next(it, None)
-            if text is None:
-                out.append(rng.choice(pool))
-                continue
-            pool.append(text)
             out.append(text)
     return out
 
@@ -151,29 +113,6 @@ def versions() -> dict:
 # -- servers ----------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def tree_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) of a process and its descendants, from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total, stack = 0.0, [pid]
-    while stack:
-        p = stack.pop()
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-            for task in Path(f"/proc/{p}/task").iterdir():
-                children = (task / "children").read_text().split()
-                stack.extend(int(c) for c in children)
-        except (OSError, IndexError, ValueError):
-            continue
-    return total
-
-
 class Server:
     def __init__(self, name: str, cmd: list[str], port: int, ready_path: str) -> None:
         self.name, self.port = name, port
@@ -203,13 +142,6 @@ class Server:
             self.proc.kill()
             self.proc.wait()
         self.log.close()
-
-
-def machine_busy_s() -> float:
-    """CPU seconds all processes on the machine spent busy (from /proc/stat)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def load(url: str, bodies: Path, clients: int, server_pid: int) -> dict:
