@@ -386,3 +386,16 @@ def test_unsupported_settings_are_refused_not_compiled_wrong(tiny_causal, tmp_pa
     dyn = TorchCausalLM(variant(tiny_causal["llama"], tmp_path / "dyn", rope_parameters=rope))
     with pytest.raises(Unsupported, match="rope scaling 'dynamic'"):
         check_supported(dyn.model)
+
+
+def test_freed_slots_dummy_rows_write_at_position_0(tiny_causal, tmp_path):
+    """After `retain`, a freed slot below a decoding one runs its dummy token at position 0,
+    not at its last occupant's length (which would cost attention over that length)."""
+    runner = compiled(TorchCausalLM(tiny_causal["gpt2"]), tmp_path)
+    cache = KVCache(runner.kv_shape, 2, 32)
+    runner.step(cache, [StepInput(0, 0, [5, 6, 7, 8, 9]), StepInput(1, 0, [5, 6, 7])])
+    first = cache.keys[0][0, :, 0].clone()
+    runner.retain({1})  # slot 0's sequence finished
+    runner.step(cache, [StepInput(1, 3, [10])])
+    assert not torch.equal(cache.keys[0][0, :, 0], first)  # the dummy went to position 0
+    assert cache.keys[0][0, :, 5].abs().sum() == 0  # not to the old length

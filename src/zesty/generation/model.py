@@ -102,12 +102,7 @@ class GenerativeModel(ServedModel):
     def install_artifact(self, artifact, threads: int) -> None:
         """Serve from a compiled decoder artifact; a running engine switches between steps."""
         assert self.lm is not None
-        runner = OnnxCausalLM(
-            artifact.model_file,
-            artifact.manifest["decoder"],
-            threads=threads,
-            recipe=artifact.manifest["recipe"]["name"],
-        )
+        runner = OnnxCausalLM(artifact.model_file, artifact.manifest["decoder"], threads=threads)
         if runner.kv_shape != self.lm.kv_shape or runner.vocab_size != self.lm.vocab_size:
             raise ModelLoadError("the compiled decoder does not match the model's shapes")
         with self._lock:

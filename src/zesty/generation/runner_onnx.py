@@ -32,7 +32,7 @@ from zesty.generation.runner_torch import StepInput
 class OnnxCausalLM:
     backend = "onnx"
 
-    def __init__(self, model_file: Path, meta: dict, *, threads: int, recipe: str = "fp32"):
+    def __init__(self, model_file: Path, meta: dict, *, threads: int):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -43,9 +43,6 @@ class OnnxCausalLM:
         self.session = ort.InferenceSession(
             str(model_file), options, providers=["CPUExecutionProvider"]
         )
-        self.meta = dict(meta)
-        self.recipe = recipe
-        self.family = meta["family"]
         self.kv_shape = KVShape(meta["layers"], meta["kv_heads"], meta["head_dim"])
         self.max_positions = int(meta["max_positions"])
         self.vocab_size = int(meta["vocab_size"])
