@@ -67,6 +67,8 @@ def test_optimize_tries_every_candidate_and_writes_an_artifact(st_model):
         "int8-dyn-pt-rr",
         "int8-dyn-fused-pc",
         "int8-static-pc",
+        "int8-smooth",
+        "int8-smooth-fused",
     } <= set(names)
     by_name = {c.recipe.name: c for c in candidates}
     # each knob reaches the quantizer: per-channel and per-tensor give different graphs

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from zesty.compile import accuracy as acc
-from zesty.compile import recipes
+from zesty.compile import recipes, smoothquant
 from zesty.compile.export import export_onnx
 from zesty.compile.measure import Latency, measure_all
 from zesty.compile.recipes import Recipe
@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 _MAX_NODE_TRIALS = 64  # above this many weight MatMuls, sensitivity works on layer groups
 _MAX_GREEDY_STEPS = 24
+SMOOTH_ALPHAS = (0.5, 0.6, 0.7, 0.8, 0.9)  # searched on the tune split, best error kept
+_CALIBRATION_SEQS = 64
 
 
 @dataclass
@@ -110,6 +112,7 @@ class Autotuner:
         self.vocab = model.tokenizer.vocab_size
         self.pad = model.tokenizer.pad_id
         self.work = Path(tempfile.mkdtemp(prefix="zesty-compile-"))
+        self._ranges: dict[str, dict] = {}  # smoothquant calibration, once per source graph
 
     def close(self) -> None:
         shutil.rmtree(self.work, ignore_errors=True)
@@ -174,6 +177,16 @@ class Autotuner:
         out = self.work / f"{safe}-{len(list(self.work.iterdir()))}.onnx"
         if recipe.quant == "dynamic":
             return recipes.quantize_dynamic(src, out, recipe, exclude or [])
+        if recipe.quant == "smooth":
+            if recipe.graph not in self._ranges:
+                feeds = [self._feed(s) for s in self.probe.tune[:_CALIBRATION_SEQS]]
+                self._ranges[recipe.graph] = smoothquant.activation_ranges(src, feeds)
+            smoothed = smoothquant.smooth(
+                src, out.with_suffix(".fp32.onnx"), self._ranges[recipe.graph], recipe.smooth_alpha
+            )
+            return recipes.quantize_dynamic(
+                smoothed, out, recipe, exclude or [], op_types=["MatMul", "Attention"]
+            )
         if recipe.quant == "blockwise":
             return recipes.quantize_blockwise(src, out, recipe)
         if recipe.quant == "static":
@@ -201,8 +214,10 @@ class Autotuner:
     def evaluate(
         self, recipe: Recipe, exclude: list[str] | None = None, keep: bool = True
     ) -> Candidate:
-        cand = Candidate(recipe)
         self.report.step(f"candidate {recipe.name}")
+        if recipe.quant == "smooth" and not recipe.smooth_alpha:
+            recipe = self._search_alpha(recipe, exclude)
+        cand = Candidate(recipe)
         try:
             cand.file = self.build(recipe, exclude)
             cand.size_bytes = cand.file.stat().st_size
@@ -227,6 +242,29 @@ class Autotuner:
             cand.verdict, cand.reason = "failed", f"{type(exc).__name__}: {str(exc)[:200]}"
         return cand
 
+    def _search_alpha(self, recipe: Recipe, exclude: list[str] | None) -> Recipe:
+        """The SmoothQuant strength with the least error on the tune split (never held-out)."""
+        best: tuple[float, float] | None = None
+        for alpha in SMOOTH_ALPHAS:
+            trial = replace(recipe, smooth_alpha=alpha)
+            try:
+                runner = OnnxRunner(
+                    self.build(trial, exclude),
+                    self.head,
+                    threads=trial.threads,
+                    graph_level=trial.session_graph_level,
+                )
+                tune = acc.run_all(runner, self.probe.tune, self.pad)
+            except Exception:  # noqa: BLE001 - evaluate() reports the failure below
+                log.debug("smooth alpha %s failed", alpha, exc_info=True)
+                continue
+            error = _error(self.probe.score(self.ref_tune, tune), self.probe.budget)
+            if best is None or error < best[0]:
+                best = (error, alpha)
+        alpha = best[1] if best is not None else SMOOTH_ALPHAS[len(SMOOTH_ALPHAS) // 2]
+        self.report.step(f"  {recipe.name}: migration strength alpha={alpha} (tune split)")
+        return replace(recipe, smooth_alpha=alpha)
+
     def sensitivity(self, candidates: list[Candidate]) -> Candidate | None:
         """Keep the weight matrices that hurt accuracy most in fp32 until the budget is met.
 
@@ -235,7 +273,11 @@ class Autotuner:
         accuracy measured; parts are then kept in fp32 greedily, by gain per weight kept in
         fp32 (what it costs in speed), until the tune split meets the budget.
         """
-        int8 = [c for c in candidates if c.recipe.quant == "dynamic" and c.recipe.graph == "basic"]
+        int8 = [
+            c
+            for c in candidates
+            if c.recipe.quant in ("dynamic", "smooth") and c.recipe.graph == "basic"
+        ]
         if not int8 or any(c.verdict == "passed" for c in int8):
             return None
         base = min(

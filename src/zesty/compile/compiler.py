@@ -7,7 +7,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from zesty.compile import artifacts
+from zesty.compile import artifacts, recipes
 from zesty.compile.autotune import Autotuner, Candidate, Options, Reporter
 from zesty.runtime.hardware import probe
 
@@ -23,7 +23,7 @@ def artifact_key(model, head, options: Options) -> str:
         model.path,
         head=head.name,
         task=model.task,
-        options=options.key_part(),
+        options=options.key_part() | {"encoder_grid": recipes.GRID_VERSION},
         hardware=probe().fingerprint(),
     )
 

@@ -8,9 +8,13 @@ cores), recorded in the manifest.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+
+GRID_VERSION = 2  # bump when the encoder candidate grid changes: cached artifacts are rebuilt
 
 # Architectures whose exported graphs ORT's BERT fusion patterns understand.
 _FUSION_MODEL_TYPES = {
@@ -29,7 +33,7 @@ _FUSION_MODEL_TYPES = {
 class Recipe:
     name: str
     graph: str = "basic"  # basic | all | fused
-    quant: str | None = None  # None | dynamic | static | blockwise
+    quant: str | None = None  # None | dynamic | smooth | static | blockwise
     per_channel: bool = False
     reduce_range: bool = False
     fp32_layers: tuple[str, ...] = ()  # layers kept in fp32 (sensitivity-guided int8)
@@ -38,6 +42,7 @@ class Recipe:
     threads: int = 1
     bits: int = 8
     block_size: int = 0  # blockwise: weights and activations quantized per block of K
+    smooth_alpha: float = 0.0  # smooth: SmoothQuant migration strength (0 = search)
     notes: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -70,6 +75,10 @@ def default_recipes(precision: str, target: str, threads: int) -> list[Recipe]:
                     grid.append(
                         Recipe(name, graph, "dynamic", per_channel, reduce_range, precision="int8")
                     )
+        # SmoothQuant + pad rows zeroed, then dynamic int8 on the MatMuls (smoothquant.py);
+        # the migration strength is searched on the tune split when the candidate is built.
+        grid.append(Recipe("int8-smooth", "basic", "smooth", True, False, precision="int8"))
+        grid.append(Recipe("int8-smooth-fused", "fused", "smooth", True, False, precision="int8"))
         grid.append(Recipe("int8-static-pc", "basic", "static", True, False, precision="int8"))
         # MatMulNBits: blockwise weights, int8 compute with per-block activation scales
         # (accuracy_level 4) - far less activation error than one scale per tensor.
@@ -147,21 +156,39 @@ def sensitivity_groups(nodes: list[str]) -> dict[str, list[str]]:
     return groups
 
 
-def quantize_dynamic(src: Path, out: Path, recipe: Recipe, exclude: list[str]) -> Path:
+@contextlib.contextmanager
+def _quiet_ort_logging():
+    """ORT's quantizers log every tensor at INFO on the root logger: hide that chatter."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def quantize_dynamic(
+    src: Path, out: Path, recipe: Recipe, exclude: list[str], op_types: list[str] | None = None
+) -> Path:
+    """ORT dynamic int8. ``op_types=None`` is ORT's default set (MatMul, Attention, Gather...);
+    the smooth recipe passes ["MatMul", "Attention"] so the embeddings stay fp32."""
     import onnx
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
 
-    ort_quantize_dynamic(
-        str(src),
-        str(out),
-        per_channel=recipe.per_channel,
-        reduce_range=recipe.reduce_range,
-        weight_type=QuantType.QInt8,
-        nodes_to_exclude=exclude,
-        # Needed for graphs ORT already optimized (GUIDE §5: "Unable to find data type").
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True},
-    )
+    with _quiet_ort_logging():
+        ort_quantize_dynamic(
+            str(src),
+            str(out),
+            per_channel=recipe.per_channel,
+            reduce_range=recipe.reduce_range,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=op_types,
+            nodes_to_exclude=exclude,
+            # Needed for graphs ORT already optimized (GUIDE §5: "Unable to find data type").
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True},
+        )
     return out
 
 
@@ -180,18 +207,19 @@ def quantize_static(src: Path, out: Path, recipe: Recipe, calibration: list[dict
         def get_next(self):
             return next(self._items, None)
 
-    ort_quantize_static(
-        str(src),
-        str(out),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=recipe.per_channel,
-        reduce_range=recipe.reduce_range,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        op_types_to_quantize=["MatMul"],
-        extra_options={"MatMulConstBOnly": True},
-    )
+    with _quiet_ort_logging():
+        ort_quantize_static(
+            str(src),
+            str(out),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=recipe.per_channel,
+            reduce_range=recipe.reduce_range,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul", "Attention"],
+            extra_options={"MatMulConstBOnly": True},
+        )
     return out
 
 
