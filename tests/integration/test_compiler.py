@@ -134,6 +134,24 @@ def test_every_head_compiles_with_its_metric(tiny_models, head, labels):
     assert all(c.recipe.precision == "fp32" for c in candidates)
 
 
+def test_served_runner_has_a_calm_twin_with_the_same_outputs(st_model):
+    """Serving holds a spinning and a non-spinning session of one graph (onnx_runner.py):
+    the batcher's `busy` flag picks one, and the outputs must not depend on which."""
+    from zesty.compile.accuracy import build_probe
+    from zesty.runtime.onnx_runner import OnnxRunner
+    from zesty.serving.batcher import run_padded
+
+    artifact, _ = compile_(st_model)
+    head = st_model.default_head
+    runner = OnnxRunner(artifact.model_file, head, threads=2, dual_spin=True)
+    assert runner._calm is not None
+    assert OnnxRunner(artifact.model_file, head, threads=1, dual_spin=True)._calm is None
+    seqs = build_probe(st_model, head.name).tune[:8]
+    pad = st_model.tokenizer.pad_id
+    for a, b in zip(run_padded(runner, seqs, pad), run_padded(runner, seqs, pad, busy=True)):
+        np.testing.assert_array_equal(a["last_hidden_state"], b["last_hidden_state"])
+
+
 def test_impossible_budget_fails_clearly(st_model):
     from zesty.compile.compiler import CompileFailed
 

@@ -211,9 +211,10 @@ class Batcher:
             if not batch:
                 continue
             self.busy = True
+            loaded = self.queue_size > 0  # more waits behind this batch: favour throughput
             try:
                 results, record = await loop.run_in_executor(
-                    self._executor, self._run_safely, batch
+                    self._executor, self._run_safely, batch, loaded
                 )
             except asyncio.CancelledError:
                 for p in batch:
@@ -242,35 +243,37 @@ class Batcher:
     # -- compute (executor thread) ------------------------------------------------------------
 
     def _run_safely(
-        self, batch: list[_Pending]
+        self, batch: list[_Pending], loaded: bool = False
     ) -> tuple[list[Outputs | BaseException], BatchRecord]:
         start = time.perf_counter()
         for p in batch:
             p.started = start
         lengths = [p.length for p in batch]
         record = BatchRecord(len(batch), sum(lengths), len(batch) * max(lengths), 0.0)
-        results = self._isolate(batch)
+        results = self._isolate(batch, loaded)
         record.forward_s = time.perf_counter() - start
         return results, record
 
-    def _isolate(self, batch: list[_Pending]) -> list[Outputs | BaseException]:
+    def _isolate(self, batch: list[_Pending], loaded: bool) -> list[Outputs | BaseException]:
         try:
-            return list(self._run([p.seq for p in batch]))
+            return list(self._run([p.seq for p in batch], loaded))
         except Exception as exc:  # noqa: BLE001 - isolate the failing item below
             if len(batch) == 1:
                 log.exception("inference failed in %s", self.name)
                 return [ModelError(f"the model failed on this input: {type(exc).__name__}")]
             # one by one; a caller that left meanwhile is skipped (its result is never read)
             return [
-                self._isolate([p])[0] if not p.future.done() else ModelError("dropped")
+                self._isolate([p], loaded)[0] if not p.future.done() else ModelError("dropped")
                 for p in batch
             ]
 
-    def _run(self, seqs: list[Encoded]) -> list[Outputs]:
-        return run_padded(self._runner(), seqs, self._pad_id)
+    def _run(self, seqs: list[Encoded], loaded: bool) -> list[Outputs]:
+        return run_padded(self._runner(), seqs, self._pad_id, busy=loaded)
 
 
-def run_padded(runner: Runner, seqs: Sequence[Encoded], pad_id: int) -> list[Outputs]:
+def run_padded(
+    runner: Runner, seqs: Sequence[Encoded], pad_id: int, busy: bool = False
+) -> list[Outputs]:
     """Pad sequences into one batch, run it, and cut each output back to its sequence."""
     lengths = [int(s.ids.shape[0]) for s in seqs]
     width = max(lengths)
@@ -282,7 +285,8 @@ def run_padded(runner: Runner, seqs: Sequence[Encoded], pad_id: int) -> list[Out
         mask[i, : lengths[i]] = 1
         if s.type_ids is not None:
             types[i, : lengths[i]] = s.type_ids
-    out = runner.forward({"input_ids": ids, "attention_mask": mask, "token_type_ids": types})
+    feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    out = runner.forward(feed, busy=busy)
     per_token = runner.head.outputs
     return [
         {
