@@ -9,13 +9,24 @@ as sentence-transformers does; for `--task text-classification` it answers the p
 rather than guessed (`benchmarks/serve_embed.py --baseline-configs`): see docs/benchmarks.md.
 
     python benchmarks/baseline_app.py --port 8001 [--workers 1] [--threads 2] \
-        [--model PATH] [--task feature-extraction|text-classification]
+        [--model PATH] [--task feature-extraction|text-classification] [--shared-accept]
+
+Several workers get one SO_REUSEPORT listener each, so the kernel spreads connections over
+them, as gunicorn's `--reuse-port` or a load balancer would. uvicorn's own `--workers` (kept
+as `--shared-accept`) shares one listening socket, and a burst of keep-alive connections
+tends to land on one worker: measured here with 2 workers x 1 thread and 32 clients, all 32
+connections on one worker gave 64-66 req/s, a 6/26 split gave 100 req/s. Earlier baseline
+numbers in docs/benchmarks.md were taken that way and are marked so.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
+import socket
+import subprocess
+import sys
 
 import numpy as np
 from fastapi import FastAPI
@@ -71,10 +82,23 @@ def main() -> None:
         default="feature-extraction",
         choices=["feature-extraction", "text-classification"],
     )
+    ap.add_argument(
+        "--shared-accept",
+        action="store_true",
+        help="uvicorn's --workers (one shared listening socket) instead of one SO_REUSEPORT "
+        "listener per worker",
+    )
+    ap.add_argument("--reuse-port-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     os.environ["BASELINE_THREADS"] = str(args.threads)
     os.environ["BASELINE_MODEL"] = args.model
     os.environ["BASELINE_TASK"] = args.task
+    if args.reuse_port_child:
+        _serve_on_reuse_port(args.port)
+        return
+    if args.workers > 1 and not args.shared_accept:
+        _spawn_reuse_port_workers(args)
+        return
     uvicorn.run(
         "baseline_app:create_app",
         factory=True,
@@ -84,6 +108,35 @@ def main() -> None:
         log_level="warning",
         app_dir=os.path.dirname(os.path.abspath(__file__)),
     )
+
+
+def _spawn_reuse_port_workers(args) -> None:
+    """One process per worker, each with its own listener; SIGTERM/SIGINT stop them all."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--port", str(args.port)]
+    cmd += ["--threads", str(args.threads), "--model", args.model, "--task", args.task]
+    children = [subprocess.Popen([*cmd, "--reuse-port-child"]) for _ in range(args.workers)]
+
+    def stop(signum, frame) -> None:
+        for child in children:
+            child.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for child in children:
+        child.wait()
+
+
+def _serve_on_reuse_port(port: int) -> None:
+    import uvicorn
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", port))
+    config = uvicorn.Config(
+        "baseline_app:create_app", factory=True, log_level="warning", loop="uvloop"
+    )
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 if __name__ == "__main__":
