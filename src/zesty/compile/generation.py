@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zesty.compile import artifacts, corpus
+from zesty.compile import artifacts, corpus, recipes
 from zesty.compile.autotune import Options, Reporter
 from zesty.compile.compiler import CompileFailed, base_manifest
 from zesty.generation.runner_torch import TorchCausalLM
@@ -119,23 +119,6 @@ def within(metrics: dict[str, float], budget: dict[str, float]) -> str:
     if metrics["kl"] > budget["kl"]:
         problems.append(f"KL {metrics['kl']:.4f} > {budget['kl']}")
     return "; ".join(problems)
-
-
-def _quantize(src: Path, out: Path, recipe: GenRecipe) -> Path:
-    import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import (
-        DefaultWeightOnlyQuantConfig,
-        MatMulNBitsQuantizer,
-    )
-
-    config = DefaultWeightOnlyQuantConfig(
-        block_size=recipe.block_size, is_symmetric=True, accuracy_level=4, bits=recipe.bits
-    )
-    quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), algo_config=config)
-    quantizer.process()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    quantizer.model.save_model_to_file(str(out), use_external_data_format=True)
-    return out
 
 
 def _graph_bytes(model_file: Path) -> int:
@@ -273,7 +256,9 @@ def compile_generative(
                         cand.file = base
                     else:
                         report.step(f"quantizing: {recipe.name}")
-                        cand.file = _quantize(base, work / recipe.name / "model.onnx", recipe)
+                        cand.file = recipes.quantize_blockwise(
+                            base, work / recipe.name / "model.onnx", recipe, external_data=True
+                        )
                     cand.size_bytes = _graph_bytes(cand.file)
                     runner = OnnxCausalLM(cand.file, meta, threads=options.threads)
                     scores = probe_.score(runner)

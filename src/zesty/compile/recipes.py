@@ -223,7 +223,10 @@ def quantize_static(src: Path, out: Path, recipe: Recipe, calibration: list[dict
     return out
 
 
-def quantize_blockwise(src: Path, out: Path, recipe: Recipe) -> Path:
+def quantize_blockwise(src: Path, out: Path, recipe, external_data: bool = False) -> Path:
+    """MatMulNBits weights (``recipe.bits``, blocks of ``recipe.block_size`` along K), int8
+    compute (accuracy_level 4). Used by the encoder grid and by the decoder compile, whose
+    graphs are saved with external data (large models pass protobuf's 2 GB limit)."""
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import (
         DefaultWeightOnlyQuantConfig,
@@ -235,7 +238,8 @@ def quantize_blockwise(src: Path, out: Path, recipe: Recipe) -> Path:
     )
     quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), algo_config=config)
     quantizer.process()
-    quantizer.model.save_model_to_file(str(out), use_external_data_format=False)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    quantizer.model.save_model_to_file(str(out), use_external_data_format=external_data)
     return out
 
 
