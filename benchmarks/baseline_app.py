@@ -16,7 +16,9 @@ them, as gunicorn's `--reuse-port` or a load balancer would. uvicorn's own `--wo
 as `--shared-accept`) shares one listening socket, and a burst of keep-alive connections
 tends to land on one worker: measured here with 2 workers x 1 thread and 32 clients, all 32
 connections on one worker gave 64-66 req/s, a 6/26 split gave 100 req/s. Earlier baseline
-numbers in docs/benchmarks.md were taken that way and are marked so.
+numbers in docs/benchmarks.md were taken that way and are marked so. `/health` answers 503
+until every worker has loaded its model, so no client connects while only one listens.
+Workers die with their parent (PR_SET_PDEATHSIG), so none is left holding the port.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import subprocess
 import sys
 
 import numpy as np
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from pydantic import BaseModel
 
 
@@ -47,10 +49,18 @@ def create_app() -> FastAPI:
     task = os.environ.get("BASELINE_TASK", "feature-extraction")
     pipe = pipeline(task, model=model, device="cpu")
     app = FastAPI()
+    ready_dir = os.environ.get("BASELINE_READY_DIR")  # reuse-port workers: one file each
+    if ready_dir:
+        open(os.path.join(ready_dir, str(os.getpid())), "w").close()
+    workers = int(os.environ.get("BASELINE_WORKERS", "1"))
 
     @app.get("/health")
-    def health() -> dict:
-        return {"status": "ok"}
+    def health() -> Response:
+        # ready only when every worker has loaded its model, so a client's connections
+        # spread over all of them instead of piling onto the first one up
+        if ready_dir and len(os.listdir(ready_dir)) < workers:
+            return Response(status_code=503)
+        return Response('{"status":"ok"}', media_type="application/json")
 
     if task == "text-classification":
 
@@ -110,20 +120,43 @@ def main() -> None:
     )
 
 
+def _die_with_parent() -> None:
+    """In a worker: SIGTERM when the parent dies, so no orphan keeps the port (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def _spawn_reuse_port_workers(args) -> None:
-    """One process per worker, each with its own listener; SIGTERM/SIGINT stop them all."""
+    """One process per worker, each with its own listener. SIGTERM/SIGINT stop them all; the
+    first worker to exit stops the others, and the exit status says whether it failed."""
+    import tempfile
+
     cmd = [sys.executable, os.path.abspath(__file__), "--port", str(args.port)]
     cmd += ["--threads", str(args.threads), "--model", args.model, "--task", args.task]
-    children = [subprocess.Popen([*cmd, "--reuse-port-child"]) for _ in range(args.workers)]
+    children: list[subprocess.Popen] = []
 
-    def stop(signum, frame) -> None:
+    def stop(signum=None, frame=None) -> None:
         for child in children:
-            child.terminate()
+            if child.poll() is None:
+                child.terminate()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    for child in children:
-        child.wait()
+    with tempfile.TemporaryDirectory(prefix="baseline-ready-") as ready:
+        env = dict(os.environ, BASELINE_READY_DIR=ready, BASELINE_WORKERS=str(args.workers))
+        for _ in range(args.workers):
+            children.append(
+                subprocess.Popen([*cmd, "--reuse-port-child"], env=env, preexec_fn=_die_with_parent)
+            )
+        _, status = os.wait()  # the first worker to end, for whatever reason
+        stop()
+        for child in children:
+            child.wait()
+    sys.exit(0 if os.waitstatus_to_exitcode(status) in (0, -signal.SIGTERM) else 1)
 
 
 def _serve_on_reuse_port(port: int) -> None:

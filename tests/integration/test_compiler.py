@@ -71,6 +71,10 @@ def test_optimize_tries_every_candidate_and_writes_an_artifact(st_model):
         "int8-smooth-fused",
     } <= set(names)
     by_name = {c.recipe.name: c for c in candidates}
+    # both smooth recipes build and run (basic MatMuls, and the fused graph's Attention)
+    for name in ("int8-smooth", "int8-smooth-fused"):
+        assert by_name[name].verdict != "failed", by_name[name].reason
+        assert by_name[name].tune and by_name[name].recipe.smooth_alpha > 0
     # each knob reaches the quantizer: per-channel and per-tensor give different graphs
     assert by_name["int8-dyn-pc"].tune != by_name["int8-dyn-pt"].tune
     assert by_name["int8-dyn-pc"].tune != by_name["int8-dyn-pc-rr"].tune
