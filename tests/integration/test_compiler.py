@@ -140,7 +140,7 @@ def test_every_head_compiles_with_its_metric(tiny_models, head, labels):
 
 def test_served_runner_has_a_calm_twin_with_the_same_outputs(st_model):
     """Serving holds a spinning and a non-spinning session of one graph (onnx_runner.py):
-    the batcher's `busy` flag picks one, and the outputs must not depend on which."""
+    the batcher's `backlog` flag picks one, and the outputs must not depend on which."""
     from zesty.compile.accuracy import build_probe
     from zesty.runtime.onnx_runner import OnnxRunner
     from zesty.serving.batcher import run_padded
@@ -152,7 +152,11 @@ def test_served_runner_has_a_calm_twin_with_the_same_outputs(st_model):
     assert OnnxRunner(artifact.model_file, head, threads=1, dual_spin=True)._calm is None
     seqs = build_probe(st_model, head.name).tune[:8]
     pad = st_model.tokenizer.pad_id
-    for a, b in zip(run_padded(runner, seqs, pad), run_padded(runner, seqs, pad, busy=True)):
+    # serving installs artifacts with the pair (a model of its own: st_model stays torch)
+    served = load(st_model.path)
+    served.install_artifact(artifact, threads=2)
+    assert served.runner(head)._calm is not None
+    for a, b in zip(run_padded(runner, seqs, pad), run_padded(runner, seqs, pad, backlog=True)):
         np.testing.assert_array_equal(a["last_hidden_state"], b["last_hidden_state"])
 
 
@@ -172,10 +176,10 @@ def test_sensitivity_keeps_the_worst_layers_in_fp32(tiny_models):
     full = [
         c
         for c in candidates
-        if c.recipe.name.startswith("int8-dyn") and "skip" not in c.recipe.name
+        if c.recipe.name.startswith(("int8-dyn", "int8-smooth")) and "skip" not in c.recipe.name
     ]
     worst = min(c.tune["min_cosine"] for c in full if c.tune)
-    # pick a floor between the best full-int8 result and fp32's perfect score
+    # pick a floor between the best full-int8 result (dynamic or smooth) and fp32's perfect score
     floor = (max(c.tune["min_cosine"] for c in full if c.tune) + 1.0) / 2
     try:
         artifact, candidates = compile_(model, precision="int8", budget={"min_cosine": floor})

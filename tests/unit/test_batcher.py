@@ -24,16 +24,16 @@ class FakeRunner:
 
     def __init__(self, gate: threading.Event | None = None, poison: int | None = None) -> None:
         self.batches: list[np.ndarray] = []
-        self.busy_flags: list[bool] = []
+        self.backlog_flags: list[bool] = []
         self.gate = gate
         self.poison = poison
 
-    def forward(self, inputs, busy=False):
+    def forward(self, inputs, backlog=False):
         if self.gate is not None:
             self.gate.wait(10)
         ids = inputs["input_ids"]
         self.batches.append(ids)
-        self.busy_flags.append(busy)
+        self.backlog_flags.append(backlog)
         if self.poison is not None and (ids == self.poison).any():
             raise RuntimeError("poisoned")
         mask = inputs["attention_mask"]
@@ -62,17 +62,17 @@ def test_outputs_are_unpadded_per_sequence():
     assert len(runner.batches) == 1
 
 
-def test_a_batch_with_work_queued_behind_it_runs_busy():
-    """The runner hears `busy` (throughput mode) exactly while sequences wait behind a batch."""
+def test_a_batch_with_work_queued_behind_it_runs_with_backlog():
+    """The runner hears `backlog` (throughput mode) exactly while sequences wait behind a batch."""
     runner = FakeRunner()
     out = asyncio.run(make(runner, max_batch_size=4).submit([seq(i, i) for i in range(1, 11)]))
     assert len(out) == 10
     assert [b.shape[0] for b in runner.batches] == [4, 4, 2]
-    assert runner.busy_flags == [True, True, False]
+    assert runner.backlog_flags == [True, True, False]
     # a lone request on an idle model runs in latency mode
     idle = FakeRunner()
     asyncio.run(make(idle).submit([seq(1)]))
-    assert idle.busy_flags == [False]
+    assert idle.backlog_flags == [False]
 
 
 def test_requests_arriving_while_busy_form_one_batch():

@@ -113,6 +113,8 @@ class Autotuner:
         self.pad = model.tokenizer.pad_id
         self.work = Path(tempfile.mkdtemp(prefix="zesty-compile-"))
         self._ranges: dict[str, dict] = {}  # smoothquant calibration, once per source graph
+        self._smoothed: dict[tuple, Path] = {}  # smooth builds, so the alpha search's winner
+        # is not rebuilt
 
     def close(self) -> None:
         shutil.rmtree(self.work, ignore_errors=True)
@@ -178,15 +180,10 @@ class Autotuner:
         if recipe.quant == "dynamic":
             return recipes.quantize_dynamic(src, out, recipe, exclude or [])
         if recipe.quant == "smooth":
-            if recipe.graph not in self._ranges:
-                feeds = [self._feed(s) for s in self.probe.tune[:_CALIBRATION_SEQS]]
-                self._ranges[recipe.graph] = smoothquant.activation_ranges(src, feeds)
-            smoothed = smoothquant.smooth(
-                src, out.with_suffix(".fp32.onnx"), self._ranges[recipe.graph], recipe.smooth_alpha
-            )
-            return recipes.quantize_dynamic(
-                smoothed, out, recipe, exclude or [], op_types=["MatMul", "Attention"]
-            )
+            key = (recipe, tuple(exclude or ()))
+            if key not in self._smoothed:
+                self._smoothed[key] = self._build_smooth(recipe, exclude or [], src, out)
+            return self._smoothed[key]
         if recipe.quant == "blockwise":
             return recipes.quantize_blockwise(src, out, recipe)
         if recipe.quant == "static":
@@ -195,6 +192,17 @@ class Autotuner:
         if recipe.precision == "fp16":
             return recipes.to_fp16(src, out)
         return src
+
+    def _build_smooth(self, recipe: Recipe, exclude: list[str], src: Path, out: Path) -> Path:
+        if recipe.graph not in self._ranges:
+            feeds = [self._feed(s) for s in self.probe.tune[:_CALIBRATION_SEQS]]
+            self._ranges[recipe.graph] = smoothquant.activation_ranges(src, feeds)
+        smoothed = smoothquant.smooth(
+            src, out.with_suffix(".fp32.onnx"), self._ranges[recipe.graph], recipe.smooth_alpha
+        )
+        return recipes.quantize_dynamic(
+            smoothed, out, recipe, exclude, op_types=["MatMul", "Attention"]
+        )
 
     def _feed(self, seq) -> dict[str, np.ndarray]:
         ids = seq.ids[None, :]

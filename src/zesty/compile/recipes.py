@@ -156,16 +156,23 @@ def sensitivity_groups(nodes: list[str]) -> dict[str, list[str]]:
     return groups
 
 
+class _BelowWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
+
 @contextlib.contextmanager
 def _quiet_ort_logging():
-    """ORT's quantizers log every tensor at INFO on the root logger: hide that chatter."""
+    """ORT's quantizers log every tensor at INFO straight to the root logger. A filter on the
+    root logger drops those records only: named loggers (ours, uvicorn's) propagate to the
+    root's handlers without passing its filters, so other threads' INFO logs still show."""
     root = logging.getLogger()
-    level = root.level
-    root.setLevel(max(level, logging.WARNING))
+    quiet = _BelowWarning()
+    root.addFilter(quiet)
     try:
         yield
     finally:
-        root.setLevel(level)
+        root.removeFilter(quiet)
 
 
 def quantize_dynamic(
@@ -217,7 +224,7 @@ def quantize_static(src: Path, out: Path, recipe: Recipe, calibration: list[dict
             reduce_range=recipe.reduce_range,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            op_types_to_quantize=["MatMul", "Attention"],
+            op_types_to_quantize=["MatMul"],
             extra_options={"MatMulConstBOnly": True},
         )
     return out

@@ -131,7 +131,7 @@ def smooth(src: Path, out: Path, stats: dict[str, dict], alpha: float) -> Path:
             ),
             helper.make_node("Unsqueeze", ["zesty_smooth_maskf", axes], [_MASK3]),
         ]
-    _insert_sorted(model, new_nodes)
+    _insert_after_producers(model, new_nodes)
     onnx.save(model, str(out))
     return out
 
@@ -149,21 +149,27 @@ def _shared(nodes: list, model) -> set[str]:
     }
 
 
-def _insert_sorted(model, new_nodes: list) -> None:
-    """Add ``new_nodes`` and keep the graph topologically sorted (ONNX requires it)."""
-    available = {i.name for i in model.graph.input} | {i.name for i in model.graph.initializer}
-    pending = list(model.graph.node) + new_nodes
-    ordered = []
-    while pending:
-        rest = []
-        for node in pending:
-            if all(not name or name in available for name in node.input):
-                ordered.append(node)
-                available.update(node.output)
-            else:
-                rest.append(node)
-        if len(rest) == len(pending):
-            raise ValueError("smoothing left a node whose inputs are never produced")
-        pending = rest
+def _insert_after_producers(model, new_nodes: list) -> None:
+    """Place each new node right after the node that produces its first input (or first, for
+    graph inputs), which keeps the graph topologically sorted as ONNX requires. New nodes
+    only read original tensors, the mask nodes, or each other in the order given."""
+    by_input: dict[str, list] = {}
+    for node in new_nodes:
+        by_input.setdefault(node.input[0], []).append(node)
+
+    def emit(node, out: list) -> None:
+        out.append(node)
+        for produced in node.output:
+            for follower in by_input.pop(produced, []):
+                emit(follower, out)
+
+    ordered: list = []
+    for name in [i.name for i in model.graph.input] + [i.name for i in model.graph.initializer]:
+        for follower in by_input.pop(name, []):
+            emit(follower, ordered)
+    for node in list(model.graph.node):
+        emit(node, ordered)
+    if by_input:
+        raise ValueError(f"smoothing reads tensors nothing produces: {sorted(by_input)[:3]}")
     del model.graph.node[:]
     model.graph.node.extend(ordered)

@@ -22,8 +22,10 @@ class Runner(Protocol):
     #: model inputs this runner accepts, among input_ids / attention_mask / token_type_ids
     input_names: tuple[str, ...]
 
-    def forward(self, inputs: dict[str, np.ndarray], busy: bool = False) -> dict[str, np.ndarray]:
-        """`busy`: more work is queued behind this batch (a backend may trade latency for
+    def forward(
+        self, inputs: dict[str, np.ndarray], backlog: bool = False
+    ) -> dict[str, np.ndarray]:
+        """`backlog`: more work is queued behind this batch (a backend may trade latency for
         throughput; the ONNX CPU runner stops its threads spinning)."""
         ...
 

@@ -10,7 +10,7 @@ Under load, the event loop needs CPU at the same time, the spinning threads stea
 parallel section waits on whichever thread was descheduled: with spinning off, MiniLM
 served 12% more requests/s at 32 clients (324 vs 290 req/s, four alternating 12 s rounds on
 the 2-core machine). So a CPU runner with more than one thread holds two sessions of the
-same graph, spinning and not, and the batcher picks per batch (`forward(..., busy=...)`):
+same graph, spinning and not, and the batcher picks per batch (`forward(..., backlog=...)`):
 the calm one when sequences are already waiting behind the batch. Measured that way: 301
 against 278 req/s (six alternating rounds). The cost is a second copy of the weights in
 memory.
@@ -69,12 +69,14 @@ class OnnxRunner:
         self.input_names = tuple(i.name for i in self.session.get_inputs())
         self._outputs = list(head.outputs)
 
-    def forward(self, inputs: dict[str, np.ndarray], busy: bool = False) -> dict[str, np.ndarray]:
-        """Run a padded batch; `busy` (more work is queued) selects the non-spinning session."""
+    def forward(
+        self, inputs: dict[str, np.ndarray], backlog: bool = False
+    ) -> dict[str, np.ndarray]:
+        """Run a padded batch; `backlog` (more work is queued) selects the non-spinning session."""
         feed = {name: inputs[name] for name in self.input_names}
         if self.provider == "CUDAExecutionProvider":
             return self._forward_bound(feed)
-        session = self._calm if busy and self._calm is not None else self.session
+        session = self._calm if backlog and self._calm is not None else self.session
         values = session.run(self._outputs, feed)
         return {name: np.asarray(v, dtype=np.float32) for name, v in zip(self._outputs, values)}
 

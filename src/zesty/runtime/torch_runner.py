@@ -59,7 +59,9 @@ class TorchRunner:
         self.input_names = tuple(name for name in _MODEL_INPUTS if name in accepted)
         self._torch = torch
 
-    def forward(self, inputs: dict[str, np.ndarray], busy: bool = False) -> dict[str, np.ndarray]:
+    def forward(
+        self, inputs: dict[str, np.ndarray], backlog: bool = False
+    ) -> dict[str, np.ndarray]:
         torch = self._torch
         feed = {k: torch.from_numpy(inputs[k]) for k in self.input_names if k in inputs}
         with torch.inference_mode():

@@ -211,10 +211,10 @@ class Batcher:
             if not batch:
                 continue
             self.busy = True
-            loaded = self.queue_size > 0  # more waits behind this batch: favour throughput
+            backlog = self.queue_size > 0  # more waits behind this batch: favour throughput
             try:
                 results, record = await loop.run_in_executor(
-                    self._executor, self._run_safely, batch, loaded
+                    self._executor, self._run_safely, batch, backlog
                 )
             except asyncio.CancelledError:
                 for p in batch:
@@ -243,36 +243,36 @@ class Batcher:
     # -- compute (executor thread) ------------------------------------------------------------
 
     def _run_safely(
-        self, batch: list[_Pending], loaded: bool = False
+        self, batch: list[_Pending], backlog: bool = False
     ) -> tuple[list[Outputs | BaseException], BatchRecord]:
         start = time.perf_counter()
         for p in batch:
             p.started = start
         lengths = [p.length for p in batch]
         record = BatchRecord(len(batch), sum(lengths), len(batch) * max(lengths), 0.0)
-        results = self._isolate(batch, loaded)
+        results = self._isolate(batch, backlog)
         record.forward_s = time.perf_counter() - start
         return results, record
 
-    def _isolate(self, batch: list[_Pending], loaded: bool) -> list[Outputs | BaseException]:
+    def _isolate(self, batch: list[_Pending], backlog: bool) -> list[Outputs | BaseException]:
         try:
-            return list(self._run([p.seq for p in batch], loaded))
+            return list(self._run([p.seq for p in batch], backlog))
         except Exception as exc:  # noqa: BLE001 - isolate the failing item below
             if len(batch) == 1:
                 log.exception("inference failed in %s", self.name)
                 return [ModelError(f"the model failed on this input: {type(exc).__name__}")]
             # one by one; a caller that left meanwhile is skipped (its result is never read)
             return [
-                self._isolate([p], loaded)[0] if not p.future.done() else ModelError("dropped")
+                self._isolate([p], backlog)[0] if not p.future.done() else ModelError("dropped")
                 for p in batch
             ]
 
-    def _run(self, seqs: list[Encoded], loaded: bool) -> list[Outputs]:
-        return run_padded(self._runner(), seqs, self._pad_id, busy=loaded)
+    def _run(self, seqs: list[Encoded], backlog: bool) -> list[Outputs]:
+        return run_padded(self._runner(), seqs, self._pad_id, backlog=backlog)
 
 
 def run_padded(
-    runner: Runner, seqs: Sequence[Encoded], pad_id: int, busy: bool = False
+    runner: Runner, seqs: Sequence[Encoded], pad_id: int, backlog: bool = False
 ) -> list[Outputs]:
     """Pad sequences into one batch, run it, and cut each output back to its sequence."""
     lengths = [int(s.ids.shape[0]) for s in seqs]
@@ -286,7 +286,7 @@ def run_padded(
         if s.type_ids is not None:
             types[i, : lengths[i]] = s.type_ids
     feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-    out = runner.forward(feed, busy=busy)
+    out = runner.forward(feed, backlog=backlog)
     per_token = runner.head.outputs
     return [
         {
