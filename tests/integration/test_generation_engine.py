@@ -374,6 +374,22 @@ def test_compiled_step_equals_the_reference_step(arch, config, tiny_causal, tmp_
     assert all(torch.equal(x, y) for x, y in zip(idle, after))  # the dummies wrote past it
 
 
+def test_a_one_slot_cache_runs_to_its_last_position(tiny_causal, tmp_path):
+    """One slot filled to its last position: the compiled steps' logits equal the
+    reference's all the way (no write past the slot's end)."""
+    ref = TorchCausalLM(tiny_causal["gpt2"])
+    runner = compiled(ref, tmp_path)
+    length = 12
+    caches = [KVCache(r.kv_shape, 1, length) for r in (ref, runner)]
+    tokens = list(range(3, 3 + length))
+    steps = [[StepInput(0, 0, tokens[:6])]] + [
+        [StepInput(0, n, [tokens[n]])] for n in range(6, length)
+    ]
+    for items in steps:
+        want, got = (r.step(c, items) for r, c in zip((ref, runner), caches))
+        assert (want - got).abs().max().item() <= COMPILED_ATOL
+
+
 def test_unsupported_settings_are_refused_not_compiled_wrong(tiny_causal, tmp_path):
     from zesty.generation.onnx_graph import Unsupported, check_supported
 

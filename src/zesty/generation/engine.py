@@ -279,7 +279,9 @@ class Engine:
         if not rows:
             return {}
         picked = [i for i, c in enumerate(output.chunks) if c.sample]
-        result = sample(logits[picked], [row for _, row in rows])
+        if len(picked) < len(output.chunks):  # a partial prefill chunk samples nothing
+            logits = logits[picked]
+        result = sample(logits, [row for _, row in rows])
         out = {}
         for j, (seq_id, _) in enumerate(rows):
             logprob = result.logprobs[j] if result.logprobs is not None else None

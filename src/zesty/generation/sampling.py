@@ -46,7 +46,10 @@ def _column(rows: list[SampleRow], name: str, dtype=torch.float32) -> torch.Tens
 
 
 def apply_penalties(logits: torch.Tensor, rows: list[SampleRow]) -> torch.Tensor:
-    """Logit bias and the three penalties; returns a new tensor (rows without any: untouched)."""
+    """Logit bias and the three penalties; returns a new tensor (rows without any: untouched),
+    or `logits` itself when no row has any (the common case: no [B, vocab] copy)."""
+    if not any(r.params.logit_bias or r.params.needs_penalties for r in rows):
+        return logits
     logits = logits.clone()
     vocab = logits.shape[1]
     for i, row in enumerate(rows):
@@ -122,7 +125,9 @@ def sample(logits: torch.Tensor, rows: list[SampleRow]) -> SampleResult:
     """Next token per row of `logits` [B, V] (fp32)."""
     logits = apply_penalties(logits.float(), rows)
     want_logprobs = any(r.params.logprobs or r.params.top_n for r in rows)
-    logprobs = logits.log_softmax(-1) if want_logprobs else None
+    # log p = logit - logsumexp(row), taken only where asked: no [B, vocab] log_softmax
+    # tensor (allocating and faulting in ~3 MB a step costs more than the math here)
+    lse = logits.logsumexp(-1, keepdim=True) if want_logprobs else None
     chosen = logits.argmax(-1)
     sampled = [i for i, r in enumerate(rows) if r.params.do_sample]
     if sampled:
@@ -133,11 +138,12 @@ def sample(logits: torch.Tensor, rows: list[SampleRow]) -> SampleResult:
     token_ids = chosen.tolist()
     top: list[list[tuple[int, float]]] = [[] for _ in rows]
     chosen_lp = None
-    if logprobs is not None:
-        chosen_lp = logprobs.gather(1, chosen[:, None])[:, 0].tolist()
+    if lse is not None:
+        chosen_lp = (logits.gather(1, chosen[:, None]) - lse)[:, 0].tolist()
         n = max(r.params.top_n for r in rows)
         if n:
-            values, indices = logprobs.topk(n, dim=-1)
+            values, indices = logits.topk(n, dim=-1)
+            values = values - lse
             for i, r in enumerate(rows):
                 k = r.params.top_n
                 top[i] = list(zip(indices[i, :k].tolist(), values[i, :k].tolist()))
