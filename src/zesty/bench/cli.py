@@ -42,7 +42,8 @@ def add_parser(sub) -> None:
         default=None,
         metavar="LIST",
         help="comma-separated comparisons besides zesty as shipped: "
-        f"{', '.join(AGAINST)} (default: all; with --quick: baseline,naive,ablation)",
+        f"{', '.join(AGAINST)}, or peer:NAME for one peer (default: all; with --quick: "
+        "baseline,naive,ablation)",
     )
     p.add_argument(
         "--clients",
@@ -117,10 +118,13 @@ def config_from(ns: argparse.Namespace, argv: list[str] | None = None):
     if against_text is None:
         against_text = "baseline,naive,ablation" if ns.quick else ",".join(AGAINST)
     against = {a.strip() for a in against_text.split(",") if a.strip()}
-    unknown = against - set(AGAINST) - {"none"}
+    from zesty.bench.peers import PEERS
+
+    unknown = against - set(AGAINST) - {"none"} - {f"peer:{name}" for name in PEERS}
     if unknown:
         raise ValueError(
-            f"unknown --against {', '.join(sorted(unknown))} (known: {', '.join(AGAINST)})"
+            f"unknown --against {', '.join(sorted(unknown))} (known: {', '.join(AGAINST)}, "
+            f"peer:NAME with NAME one of {', '.join(PEERS)})"
         )
     clients = _ints(ns.clients or ("1,4" if ns.quick else "1,4,16,32"), "--clients")
     duration = ns.duration if ns.duration is not None else (2.0 if ns.quick else 15.0)

@@ -94,10 +94,9 @@ def for_workload(
     if w.kind == "generate" and ("naive" in against or "ablation" in against):
         out.append(naive(w, model_dir, cores))
     out.append(shipped)
-    if "peers" in against:
-        for name, peer in peers.PEERS.items():
-            if w.name in peer.workloads:
-                out.append(peers.target(name, w, model_dir, log))
+    for name, peer in peers.PEERS.items():  # all of them, or the ones named peer:NAME
+        if ("peers" in against or f"peer:{name}" in against) and w.name in peer.workloads:
+            out.append(peers.target(name, w, model_dir, log))
     if "ablation" in against:
         if w.kind == "encode":
             chain = [
