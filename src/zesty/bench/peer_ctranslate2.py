@@ -1,0 +1,68 @@
+"""The CTranslate2 generation peers: convert the bench model, build the server command.
+
+CTranslate2 has no HTTP server: its peers run `benchmarks/peers/ctranslate2_server.py` (a
+TGI-compatible front for a `ctranslate2.Generator`) with the peer venv's Python, on the bench
+model converted with `ct2-transformers-converter` in that venv (float32 weights, cached under
+the peers dir; the int8 peer quantizes them when it loads them, `compute_type=int8`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from pathlib import Path
+
+from zesty.bench import peers
+from zesty.bench.servers import Target
+
+SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "peers" / "ctranslate2_server.py"
+
+
+def configure(t: Target, peer, venv: Path, model_dir: Path, log=None) -> None:
+    """Fill in `t` to serve `model_dir` with CTranslate2, or set `t.error`."""
+    if not SCRIPT.exists():
+        t.error = "benchmarks/peers/ctranslate2_server.py not found (run from a checkout)"
+        return
+    try:
+        converted = convert(venv, model_dir, log)
+    except RuntimeError as exc:
+        t.error = str(exc)[-1500:]
+        return
+    t.cmd = [str(venv / "bin" / "python"), str(SCRIPT), str(converted)]
+    t.cmd += ["--tokenizer", str(model_dir), "--port", "{port}", "--threads", "2"]
+    t.cmd += ["--compute-type", peer.flags[0]]
+    t.dialect = "tgi"
+    t.path = "/generate_stream"
+    t.ready_path = "/health"
+    t.ready_timeout = 600
+
+
+def convert(venv: Path, model_dir: Path, log=None) -> Path:
+    """`model_dir` as a CTranslate2 model (float32 weights), cached under the peers dir."""
+    key = hashlib.sha1(str(model_dir.resolve()).encode()).hexdigest()[:8]
+    out = peers.peers_dir() / "ctranslate2-models" / f"{model_dir.name}-{key}"
+    marker = out / ".converted"
+    source = model_dir / "model.safetensors"
+    stamp = f"{model_dir.resolve()} {source.stat().st_mtime_ns if source.exists() else 0}"
+    if marker.exists() and marker.read_text() == stamp:
+        return out
+    if out.exists():
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    convert_log = out.parent / f"{out.name}.log"
+    cmd = [str(venv / "bin" / "ct2-transformers-converter"), "--model", str(model_dir)]
+    cmd += ["--output_dir", str(out)]
+    if log:
+        log(f"converting {model_dir} to CTranslate2 in {out}")
+    with open(convert_log, "w") as f:
+        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
+    if done.returncode != 0 or not (out / "model.bin").exists():
+        lines = convert_log.read_text(errors="replace").strip().splitlines()
+        errors = [ln for ln in lines if "Error" in ln or "error:" in ln]
+        raise RuntimeError(
+            f"ct2-transformers-converter failed ({done.returncode}): "
+            + " | ".join((errors or lines)[-3:])
+        )
+    marker.write_text(stamp)
+    return out
