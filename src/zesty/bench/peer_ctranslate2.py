@@ -8,7 +8,6 @@ the peers dir; the int8 peer quantizes them when it loads them, `compute_type=in
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 from pathlib import Path
@@ -40,13 +39,22 @@ def configure(t: Target, peer, venv: Path, model_dir: Path, log=None) -> None:
 
 def convert(venv: Path, model_dir: Path, log=None) -> Path:
     """`model_dir` as a CTranslate2 model (float32 weights), cached under the peers dir."""
-    key = hashlib.sha1(str(model_dir.resolve()).encode()).hexdigest()[:8]
-    out = peers.peers_dir() / "ctranslate2-models" / f"{model_dir.name}-{key}"
+    out = peers.conversion_path("ctranslate2-models", model_dir)
     marker = out / ".converted"
-    source = model_dir / "model.safetensors"
-    stamp = f"{model_dir.resolve()} {source.stat().st_mtime_ns if source.exists() else 0}"
+    stamp = peers.source_stamp(model_dir)
     if marker.exists() and marker.read_text() == stamp:
         return out
+    if out.exists():
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [str(venv / "bin" / "ct2-transformers-converter"), "--model", str(model_dir)]
+    cmd += ["--output_dir", str(out)]
+    if log:
+        log(f"converting {model_dir} to CTranslate2 in {out}")
+    convert_log = out.parent / f"{out.name}.log"
+    peers.run_converter(cmd, convert_log, out / "model.bin", "ct2-transformers-converter")
+    marker.write_text(stamp)
+    return out
     if out.exists():
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,6 @@ with `finish_reason` and empty text, which the loadgen does not count. It has no
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -121,32 +120,24 @@ def extract_converter(sdist: Path, out: Path) -> None:
 
 def convert(venv: Path, model_dir: Path, outtype: str, log=None) -> Path:
     """`model_dir` as a GGUF file of `outtype` (f32, q8_0, ...), cached under the peers dir."""
-    key = hashlib.sha1(str(model_dir.resolve()).encode()).hexdigest()[:8]
-    out = peers.peers_dir() / "llama-cpp-models" / f"{model_dir.name}-{key}-{outtype}.gguf"
+    out = peers.conversion_path("llama-cpp-models", model_dir, f"-{outtype}.gguf")
     marker = out.with_suffix(".converted")
-    source = model_dir / "model.safetensors"
-    stamp = f"{model_dir.resolve()} {source.stat().st_mtime_ns if source.exists() else 0}"
+    stamp = peers.source_stamp(model_dir)
     if out.exists() and marker.exists() and marker.read_text() == stamp:
         return out
     out.unlink(missing_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     script = converter(venv, log)
-    convert_log = out.with_suffix(".log")
     staged = stage(model_dir, out.with_suffix(".src"))
     cmd = [str(venv / "bin" / "python"), str(script), str(staged)]
     cmd += ["--outfile", str(out), "--outtype", outtype]
     if log:
         log(f"converting {model_dir} to GGUF ({outtype}) in {out}")
-    with open(convert_log, "w") as f:
-        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
-    if done.returncode != 0 or not out.exists():
+    try:
+        peers.run_converter(cmd, out.with_suffix(".log"), out, "convert_hf_to_gguf.py")
+    except RuntimeError:
         out.unlink(missing_ok=True)
-        lines = convert_log.read_text(errors="replace").strip().splitlines()
-        errors = [ln for ln in lines if "Error" in ln or "error:" in ln]
-        raise RuntimeError(
-            f"convert_hf_to_gguf.py failed ({done.returncode}): "
-            + " | ".join((errors or lines)[-3:])
-        )
+        raise
     shutil.rmtree(staged)
     marker.write_text(stamp)
     return out

@@ -282,32 +282,47 @@ def target(name: str, workload, model_dir: Path, log=None) -> Target:
     return t
 
 
+def conversion_path(kind: str, model_dir: Path, suffix: str = "") -> Path:
+    """Where peer `kind` caches `model_dir` converted (one per model folder and variant)."""
+    key = hashlib.sha1(str(model_dir.resolve()).encode()).hexdigest()[:8]
+    return peers_dir() / kind / f"{model_dir.name}-{key}{suffix}"
+
+
+def source_stamp(model_dir: Path) -> str:
+    """What a cached conversion was made from: the folder and its weights' mtime."""
+    source = model_dir / "model.safetensors"
+    return f"{model_dir.resolve()} {source.stat().st_mtime_ns if source.exists() else 0}"
+
+
+def run_converter(cmd: list[str], convert_log: Path, produced: Path, what: str) -> None:
+    """Run a peer's converter, output to `convert_log`; RuntimeError with its error lines when
+    it fails or does not write `produced`."""
+    with open(convert_log, "w") as f:
+        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
+    if done.returncode != 0 or not produced.exists():
+        lines = convert_log.read_text(errors="replace").strip().splitlines()
+        errors = [ln for ln in lines if "Error" in ln or "error:" in ln]
+        raise RuntimeError(
+            f"{what} failed ({done.returncode}): " + " | ".join((errors or lines)[-3:])
+        )
+
+
 def convert_openvino(venv: Path, model_dir: Path, weight_format: str, log=None) -> Path:
     """`model_dir` as OpenVINO IR (`optimum-cli export openvino`), cached under the peers dir."""
-    key = hashlib.sha1(str(model_dir.resolve()).encode()).hexdigest()[:8]
-    out = peers_dir() / "openvino-genai-models" / f"{model_dir.name}-{key}-{weight_format}"
+    out = conversion_path("openvino-genai-models", model_dir, f"-{weight_format}")
     marker = out / ".converted"
-    source = model_dir / "model.safetensors"
-    stamp = f"{model_dir.resolve()} {source.stat().st_mtime_ns if source.exists() else 0}"
+    stamp = source_stamp(model_dir)
     if marker.exists() and marker.read_text() == stamp:
         return out
     if out.exists():
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    convert_log = out.parent / f"{out.name}.log"
     cmd = [str(venv / "bin" / "optimum-cli"), "export", "openvino", "--model", str(model_dir)]
     cmd += ["--task", "text-generation-with-past", "--weight-format", weight_format, str(out)]
     if log:
         log(f"converting {model_dir} to OpenVINO IR ({weight_format}) in {out}")
-    with open(convert_log, "w") as f:
-        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
-    if done.returncode != 0 or not (out / "openvino_model.xml").exists():
-        lines = convert_log.read_text(errors="replace").strip().splitlines()
-        errors = [ln for ln in lines if "Error" in ln or "error:" in ln]
-        raise RuntimeError(
-            f"optimum-cli export openvino failed ({done.returncode}): "
-            + " | ".join((errors or lines)[-3:])
-        )
+    convert_log = out.parent / f"{out.name}.log"
+    run_converter(cmd, convert_log, out / "openvino_model.xml", "optimum-cli export openvino")
     marker.write_text(stamp)
     return out
 
