@@ -290,3 +290,27 @@ def test_vllm_install_failure_is_reported(monkeypatch, model_dir):
     monkeypatch.setattr(peers, "ensure_venv", fail)
     t = peers.target("vllm", workloads.expand(["generate-gpt2"])[0], model_dir)
     assert t.error and "No matching distribution" in t.error and t.cmd == []
+
+
+def test_peers_runs_one_variant_per_engine_and_peers_all_every_one(monkeypatch, tmp_path):
+    from zesty.bench import targets
+
+    picked: list[str] = []
+
+    def fake_target(name, w, model_dir, log=None):
+        picked.append(name)
+        return targets.Target(name=name, label=name, role="peer", dialect="tgi", path="/")
+
+    monkeypatch.setattr(peers, "target", fake_target)
+    w = workloads.WORKLOADS["generate-gpt2"]
+    for against in ({"peers"}, {"peers-all"}, {"peer:llama-cpp"}):
+        picked.clear()
+        targets.for_workload(w, tmp_path, against, cores=2)
+        if against == {"peers"}:
+            assert "llama-cpp-q8" in picked and "llama-cpp" not in picked
+            assert "ctranslate2-int8" in picked and "ctranslate2" not in picked
+            assert "openvino-genai" in picked and "openvino-genai-f32" not in picked
+        elif against == {"peers-all"}:
+            assert {"llama-cpp", "ctranslate2", "openvino-genai-f32", "vllm"} <= set(picked)
+        else:
+            assert picked == ["llama-cpp"]

@@ -42,7 +42,8 @@ def add_parser(sub) -> None:
         default=None,
         metavar="LIST",
         help="comma-separated comparisons besides zesty as shipped: "
-        f"{', '.join(AGAINST)}, or peer:NAME for one peer (default: all; with --quick: "
+        f"{', '.join(AGAINST)}, or peer:NAME for one peer; peers = one variant per engine as "
+        "its users run it, peers-all = every variant (default: all but peers-all; with --quick: "
         "baseline,naive,ablation)",
     )
     p.add_argument(
@@ -116,7 +117,11 @@ def config_from(ns: argparse.Namespace, argv: list[str] | None = None):
     workloads = expand(ns.workloads or DEFAULT_WORKLOADS)
     against_text = ns.against
     if against_text is None:
-        against_text = "baseline,naive,ablation" if ns.quick else ",".join(AGAINST)
+        against_text = (
+            "baseline,naive,ablation"
+            if ns.quick
+            else ",".join(a for a in AGAINST if a != "peers-all")
+        )
     against = {a.strip() for a in against_text.split(",") if a.strip()}
     from zesty.bench.peers import PEERS
 

@@ -36,6 +36,9 @@ class Peer:
     venv: str  # venv folder name (peers sharing one package share it)
     flags: tuple[str, ...] = ()
     dists: tuple[str, ...] = ("infinity-emb", "torch", "onnxruntime", "optimum")  # versions
+    # in `--against peers`: one variant per engine, as its users run it; the like-for-like
+    # variants (fp32 where users pick int8, ...) run with `peers-all` or `peer:NAME`
+    default: bool = True
 
 
 OPENVINO_REQS = ("openvino-genai", "optimum-intel[openvino]", "starlette", "uvicorn")
@@ -97,6 +100,7 @@ PEERS = {
         "openvino-genai",
         ("fp32", "--precision", "f32"),
         OPENVINO_DISTS,
+        default=False,
     ),
     "openvino-genai-int8": Peer(
         "openvino-genai-int8",
@@ -108,6 +112,7 @@ PEERS = {
         "openvino-genai",
         ("int8",),
         OPENVINO_DISTS,
+        default=False,
     ),
     # flags: the compute type (src/zesty/bench/peer_ctranslate2.py)
     "ctranslate2": Peer(
@@ -119,6 +124,7 @@ PEERS = {
         "ctranslate2",
         ("float32",),
         CT2_DISTS,
+        default=False,
     ),
     "ctranslate2-int8": Peer(
         "ctranslate2-int8",
@@ -153,6 +159,7 @@ PEERS = {
         "llama-cpp",
         ("f32",),
         LLAMACPP_DISTS,
+        default=False,
     ),
     "llama-cpp-q8": Peer(
         "llama-cpp-q8",

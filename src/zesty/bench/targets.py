@@ -16,7 +16,7 @@ from zesty.bench import peers
 from zesty.bench.servers import Target
 from zesty.bench.workloads import Workload
 
-AGAINST = ("baseline", "naive", "peers", "ablation")
+AGAINST = ("baseline", "naive", "peers", "peers-all", "ablation")
 
 
 def benchmarks_dir() -> Path:
@@ -94,8 +94,13 @@ def for_workload(
     if w.kind == "generate" and ("naive" in against or "ablation" in against):
         out.append(naive(w, model_dir, cores))
     out.append(shipped)
-    for name, peer in peers.PEERS.items():  # all of them, or the ones named peer:NAME
-        if ("peers" in against or f"peer:{name}" in against) and w.name in peer.workloads:
+    for name, peer in peers.PEERS.items():  # defaults, every variant, or those named
+        wanted = (
+            "peers-all" in against
+            or ("peers" in against and peer.default)
+            or f"peer:{name}" in against
+        )
+        if wanted and w.name in peer.workloads:
             out.append(peers.target(name, w, model_dir, log))
     if "ablation" in against:
         if w.kind == "encode":
