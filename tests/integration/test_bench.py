@@ -26,6 +26,15 @@ def test_options_are_checked():
     cfg = config_from(_parse("embed", "generate", "--clients", "16,1", "--quick"), [])
     assert [w.name for w in cfg.workloads] == ["embed", "generate-gpt2", "generate-smollm2"]
     assert cfg.clients == [1, 16]
+    full = config_from(_parse(), [])  # defaults: each workload's own client counts, 10 s
+    assert full.clients is None and full.duration == 10.0
+    by_name = {w.name: w.clients for w in full.workloads}
+    assert by_name == {
+        "embed": (1, 4, 16, 32),
+        "classify": (1, 4, 16, 32),
+        "generate-gpt2": (1, 4, 16),
+        "generate-smollm2": (1, 4, 16),
+    }
     for bad in (["nope"], ["--against", "vllm"], ["--clients", "0"], ["--clients", "a"]):
         with pytest.raises(ValueError):
             config_from(_parse(*bad), [])

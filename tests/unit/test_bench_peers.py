@@ -314,3 +314,50 @@ def test_peers_runs_one_variant_per_engine_and_peers_all_every_one(monkeypatch, 
             assert {"llama-cpp", "ctranslate2", "openvino-genai-f32", "vllm"} <= set(picked)
         else:
             assert picked == ["llama-cpp"]
+
+
+def test_every_peer_names_an_engine_module_with_configure() -> None:
+    import importlib
+    import inspect
+
+    for name, peer in peers.PEERS.items():
+        engine = importlib.import_module(f"zesty.bench.peer_{peer.engine}")
+        params = list(inspect.signature(engine.configure).parameters)
+        assert params == ["t", "peer", "venv", "model_dir", "workload", "log"], name
+
+
+def test_infinity_serves_embeddings_and_classification(monkeypatch, tmp_path, model_dir):
+    venv = tmp_path / "venv"
+    monkeypatch.setattr(peers, "ensure_venv", lambda peer, log=None: venv)
+    embed = workloads.expand(["embed"])[0]
+    classify = workloads.expand(["classify"])[0]
+    t = peers.target("infinity", embed, model_dir)
+    assert t.error is None and t.dialect == "infinity" and t.path == "/embeddings"
+    assert t.cmd[:2] == [str(venv / "bin" / "infinity_emb"), "v2"] and "{port}" in t.cmd
+    assert peers.target("infinity", classify, model_dir).path == "/classify"
+
+
+def test_infinity_onnx_gets_an_exported_graph_once(monkeypatch, tmp_path, model_dir):
+    calls = tmp_path / "calls"
+    venv = tmp_path / "venv"
+    (model_dir / "config.json").write_text("{}")
+    # the fake exporter writes model.onnx (and a config, as optimum-cli does) into its last arg
+    body = f'echo "$@" >> {calls}; for a; do out="$a"; done; mkdir -p "$out"; '
+    body += 'touch "$out/model.onnx" "$out/config.json"\n'
+    _fake_tool(venv, "optimum-cli", body)
+    monkeypatch.setattr(peers, "ensure_venv", lambda peer, log=None: venv)
+    monkeypatch.setattr(peers, "peers_dir", lambda: tmp_path / "peers")
+    embed = workloads.expand(["embed"])[0]
+    t = peers.target("infinity-onnx", embed, model_dir)
+    again = peers.target("infinity-onnx", embed, model_dir)
+    assert t.error is None and again.cmd == t.cmd and t.cmd[-2:] == ["--engine", "optimum"]
+    assert calls.read_text().count("export onnx") == 1 and "feature-extraction" in calls.read_text()
+    assert t.cmd[t.cmd.index("--model-id") + 1] == "."  # run from the staged folder
+    staged = Path(t.cwd)
+    assert staged != model_dir and (staged / "config.json").resolve() == model_dir / "config.json"
+    assert (staged / "model.onnx").is_file() and not (staged / "export").exists()
+    # the torch engine serves the folder as it is
+    plain = peers.target("infinity", embed, model_dir)
+    assert plain.cmd[plain.cmd.index("--model-id") + 1] == str(model_dir) and plain.cwd is None
+    assert "--library-name transformers" in calls.read_text()  # last_hidden_state, unpooled
+    assert "--no-model-warmup" not in t.cmd

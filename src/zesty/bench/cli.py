@@ -50,16 +50,17 @@ def add_parser(sub) -> None:
         "--clients",
         default=None,
         metavar="N,N,...",
-        help="concurrent client counts to measure each target at (default 1,4,16,32; "
-        "with --quick 1,4); ablation steps run only at a workload's headline count "
-        "(32 for encoders, 16 for generation, or the largest given)",
+        help="concurrent client counts to measure each target at (default: 1,4,16,32 for "
+        "the encoders, 1,4,16 for generation; with --quick 1,4); ablation steps run only at "
+        "a workload's headline count (32 for encoders, 16 for generation, or the largest "
+        "given)",
     )
     p.add_argument(
         "--duration",
         type=float,
         default=None,
         metavar="S",
-        help="seconds per measurement point (default 15; --quick 2)",
+        help="seconds per measurement point (default 10; --quick 2)",
     )
     p.add_argument(
         "--warmup",
@@ -131,8 +132,8 @@ def config_from(ns: argparse.Namespace, argv: list[str] | None = None):
             f"unknown --against {', '.join(sorted(unknown))} (known: {', '.join(AGAINST)}, "
             f"peer:NAME with NAME one of {', '.join(PEERS)})"
         )
-    clients = _ints(ns.clients or ("1,4" if ns.quick else "1,4,16,32"), "--clients")
-    duration = ns.duration if ns.duration is not None else (2.0 if ns.quick else 15.0)
+    clients = _ints(ns.clients, "--clients") if ns.clients else ([1, 4] if ns.quick else None)
+    duration = ns.duration if ns.duration is not None else (2.0 if ns.quick else 10.0)
     warmup = ns.warmup if ns.warmup is not None else (0.5 if ns.quick else 3.0)
     if duration <= 0:
         raise ValueError("--duration must be positive")

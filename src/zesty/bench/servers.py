@@ -43,6 +43,13 @@ class Target:
     ready_timeout: float = 1800.0
     error: str | None = None  # set when it could not be prepared (a peer that won't install)
     versions: dict[str, str] = field(default_factory=dict)  # a peer's own packages
+    # a server that stops a stream's generation when its client disconnects (zesty and every
+    # peer here: vLLM's `with_cancellation`, llama-cpp-python's `is_disconnected` check,
+    # `transformers serve`'s streamer.cancel(), the OpenVINO and CTranslate2 fronts); one that
+    # does not (the pipeline apps) is restarted before each generation point, or the streams
+    # cut at the last point's deadline would still be computing during the next one
+    cancels_on_disconnect: bool = True
+    cwd: str | None = None  # the server's working directory (default: the bench's)
 
 
 def free_port() -> int:
@@ -79,7 +86,12 @@ class Running:
         self.log = open(self.log_path, "w")
         env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", **target.env)
         self.proc = subprocess.Popen(
-            cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            env=env,
+            cwd=target.cwd,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     @property

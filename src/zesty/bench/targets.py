@@ -67,6 +67,7 @@ def naive(w: Workload, model_dir: Path, cores: int) -> Target:
 
 def _generate_app(t: Target, mode: str, w: Workload, model_dir: Path, cores: int) -> Target:
     script = _script("generate_apps.py")
+    t.cancels_on_disconnect = False  # a pipeline call runs to its end
     t.dialect, t.path = "tgi", "/generate_stream"
     t.label = (
         "FastAPI + transformers text-generation pipeline (KV cache), fp32 eager"

@@ -50,6 +50,9 @@ class Workload:
     description: str
     new_tokens: int = 0
     goals: dict = field(default_factory=dict)
+    # client counts measured when --clients is not given; generation stops at its headline
+    # count: the peers' KV caches are sized for 16 sequences, and more clients only queue
+    clients: tuple[int, ...] = (1, 4, 16, 32)
 
 
 WORKLOADS: dict[str, Workload] = {
@@ -86,6 +89,7 @@ WORKLOADS: dict[str, Workload] = {
             "greedy, streamed",
             new_tokens=128,
             goals={"vs_baseline_x": 12.0, "vs_naive_x": 100.0, "vs_best_peer_x": 1.2},
+            clients=(1, 4, 16),
         ),
         Workload(
             "generate-smollm2",
@@ -98,6 +102,7 @@ WORKLOADS: dict[str, Workload] = {
             "128 new tokens, greedy, streamed",
             new_tokens=128,
             goals={"vs_baseline_x": 12.0, "vs_naive_x": 100.0, "vs_best_peer_x": 1.2},
+            clients=(1, 4, 16),
         ),
     )
 }
