@@ -67,3 +67,52 @@ def test_carries_token() -> None:
     chat_end = {"choices": [{"delta": {}, "finish_reason": "length"}]}
     assert not loadgen._carries_token(json.dumps(chat_end).encode())
     assert loadgen._carries_token(b"not json, finish_reason elsewhere")
+
+
+def test_a_stream_with_no_first_token_by_the_deadline_counts_in_ttft_at_the_deadline():
+    # a server that streams to its first connection at once and makes the others wait (a
+    # one-request-at-a-time queue): the waiting clients' TTFT is censored at the deadline
+    async def go() -> dict:
+        first = asyncio.Event()
+        handlers: list[asyncio.Task] = []
+
+        async def serve(reader, writer):
+            await reader.readuntil(b"\r\n\r\n")  # the body is empty
+            if first.is_set():
+                await asyncio.sleep(30)  # never answers within the run
+            first.set()
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n")
+            writer.write(b"transfer-encoding: chunked\r\n\r\n")
+            event = b'data: {"token":{"id":1,"text":"a"}}\n\n'
+            for _ in range(200):
+                writer.write(b"%x\r\n" % len(event) + event + b"\r\n")
+                await writer.drain()
+                await asyncio.sleep(0.01)
+
+        async def handle(reader, writer):
+            handlers.append(asyncio.current_task())
+            try:
+                await serve(reader, writer)
+            except (asyncio.CancelledError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            return await loadgen.run(
+                f"http://127.0.0.1:{port}/", [b""], 3, duration=0.5, stream=True
+            )
+        finally:
+            for task in handlers:
+                task.cancel()
+            await asyncio.gather(*handlers, return_exceptions=True)
+            server.close()
+            await server.wait_closed()
+
+    out = asyncio.run(go())
+    assert out["tokens"] > 10
+    assert out["ttft_censored"] == 2 and out["ttft_ms"]["n"] == 3
+    # the two that waited count at ~the deadline (500 ms), the one served within ~10 ms
+    assert out["ttft_ms"]["p50"] >= 400

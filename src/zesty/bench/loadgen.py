@@ -15,7 +15,10 @@ Two modes:
   carries `finish_reason` (empty text). Reports time to first token
   (TTFT), inter-token latency (ITL, the gaps between events) and tokens per second. With
   `--duration`, streams still running at the deadline are cut there and their tokens so far
-  are counted, so a slow target (no KV cache) still gets a throughput number.
+  are counted, so a slow target (no KV cache) still gets a throughput number. A stream that
+  had no first token by the deadline counts in TTFT at the deadline (`ttft_censored` says how
+  many): a server that queues requests one at a time would otherwise show only the TTFT of
+  the few it started, and its percentiles are then lower bounds.
 
 Stop after every body was sent once (default), or after `--duration` seconds (bodies are
 reused in order, wrapping around; the wrap count is reported).
@@ -154,7 +157,7 @@ async def run(
     ttfts: list[float] = []
     gaps: list[float] = []
     statuses: dict[int, int] = {}
-    counters = {"errors": 0, "sent": 0, "tokens": 0, "cut": 0}
+    counters = {"errors": 0, "sent": 0, "tokens": 0, "cut": 0, "censored": 0}
     t0 = time.perf_counter()
     deadline = t0 + duration if duration else None
 
@@ -187,6 +190,9 @@ async def run(
             if times:
                 ttfts.append(times[0] - start)
                 gaps.extend(b - a for a, b in zip(times, times[1:]))
+            elif stream and deadline is not None and time.perf_counter() >= deadline:
+                ttfts.append(deadline - start)  # waited this long at least
+                counters["censored"] += 1
         latencies.append(time.perf_counter() - start)
         statuses[status] = statuses.get(status, 0) + 1
 
@@ -236,6 +242,7 @@ async def run(
             "tokens_per_s": round(counters["tokens"] / wall, 2),
             "cut_at_deadline": counters["cut"],
             "ttft_ms": _summary(ttfts),
+            "ttft_censored": counters["censored"],
             "itl_ms": _summary(gaps),
         }
     return result

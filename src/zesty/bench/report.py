@@ -123,7 +123,21 @@ def _workload_md(name: str, wres: dict, charts: dict, prefix: str) -> list[str]:
             f"{'–' if roof is None else f'{roof:.1%}'} | {client:.1%} | {other:.1%} |"
         )
     if kind == "generate":
-        out += ["", "Latency in the table is time to first token (TTFT). Inter-token latency:", ""]
+        out += ["", "Latency in the table is time to first token (TTFT)."]
+        censored = [
+            f"`{tname}` {n} of {p['ttft_ms']['n']} at {c}"
+            for tname, rec in wres["targets"].items()
+            for c, p in (rec.get("points") or {}).items()
+            if (n := p.get("ttft_censored"))
+        ]
+        if censored:
+            out += [
+                "Streams with no first token by a point's deadline count at the deadline, so "
+                "these TTFTs are lower bounds (censored streams of all at N clients: "
+                + "; ".join(censored)
+                + ")."
+            ]
+        out += ["Inter-token latency:", ""]
         out += [f"| target | ITL p50 / p90 / p99 ms @{s['headline_clients']} |", "|---|---|"]
         for tname, rec in wres["targets"].items():
             hp = (rec.get("points") or {}).get(str(s["headline_clients"]))
