@@ -173,6 +173,7 @@ async def run(
     async def one(reader, writer, request: bytes) -> None:
         start = time.perf_counter()
         times: list[float] = []
+        cut = False
 
         def on_event() -> None:
             now = time.perf_counter()
@@ -186,12 +187,16 @@ async def run(
                 status = await _read_stream(reader, on_event)
             else:
                 status = await _read_plain(reader)
+        except asyncio.CancelledError:  # cut at the deadline (wait_for in worker)
+            cut = True
+            raise
         finally:
             if times:
                 ttfts.append(times[0] - start)
                 gaps.extend(b - a for a, b in zip(times, times[1:]))
-            elif stream and deadline is not None and time.perf_counter() >= deadline:
-                ttfts.append(deadline - start)  # waited this long at least
+            elif cut and stream and deadline is not None:
+                # waited this long at least (the timer and this clock can differ by a hair)
+                ttfts.append(max(deadline - start, time.perf_counter() - start))
                 counters["censored"] += 1
         latencies.append(time.perf_counter() - start)
         statuses[status] = statuses.get(status, 0) + 1
