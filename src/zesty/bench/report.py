@@ -67,7 +67,7 @@ def markdown(result: dict, charts: dict[str, dict[str, Path]], image_prefix: str
         f"{', '.join(m.get('isa', []))}; load average before {m.get('load_average_before')}, "
         f"after {m.get('load_average_after')}.",
         "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
-        f"Clients {_clients(c['clients'])}, {c['duration_s']} s per point after a {c['warmup_s']} s "
+        f"Clients: {_clients(c['clients'])}. {c['duration_s']} s per point after a {c['warmup_s']} s "
         f"warm-up{' (quick mode: tiny models, numbers not meaningful)' if c['quick'] else ''}.",
     ]
     ceil = result.get("ceilings") or {}
