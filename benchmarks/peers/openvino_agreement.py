@@ -71,9 +71,7 @@ def score(model_dir: Path, ir_dir: Path, seqs_file: Path) -> dict:
     result: dict = {"openvino": ov.__version__, "model": str(model_dir), "ir": str(ir_dir)}
     for hint in ("default", "f32", "bf16"):
         config = {} if hint == "default" else {"INFERENCE_PRECISION_HINT": hint}
-        model = OVModelForCausalLM.from_pretrained(
-            str(ir_dir), ov_config=config, compile=True
-        )
+        model = OVModelForCausalLM.from_pretrained(str(ir_dir), ov_config=config, compile=True)
         plugin = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")
         row: dict = {"cpu_default_precision": str(plugin)} if hint == "default" else {}
         for name, seqs in splits.items():
