@@ -8,7 +8,6 @@ the peers dir; the int8 peer quantizes them when it loads them, `compute_type=in
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from zesty.bench import peers
@@ -33,19 +32,13 @@ def configure(t: Target, peer, venv: Path, model_dir: Path, workload, log=None) 
 
 def convert(venv: Path, model_dir: Path, log=None) -> Path:
     """`model_dir` as a CTranslate2 model (float32 weights), cached under the peers dir."""
-    out = peers.conversion_path("ctranslate2-models", model_dir)
-    marker = out / ".converted"
-    stamp = peers.source_stamp(model_dir)
-    if marker.exists() and marker.read_text() == stamp:
-        return out
-    if out.exists():
-        shutil.rmtree(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [str(venv / "bin" / "ct2-transformers-converter"), "--model", str(model_dir)]
-    cmd += ["--output_dir", str(out)]
-    if log:
-        log(f"converting {model_dir} to CTranslate2 in {out}")
-    convert_log = out.parent / f"{out.name}.log"
-    peers.run_converter(cmd, convert_log, out / "model.bin", "ct2-transformers-converter")
-    marker.write_text(stamp)
-    return out
+
+    def export(out: Path) -> None:  # the converter creates `out` (and refuses an existing one)
+        cmd = [str(venv / "bin" / "ct2-transformers-converter"), "--model", str(model_dir)]
+        cmd += ["--output_dir", str(out)]
+        if log:
+            log(f"converting {model_dir} to CTranslate2 in {out}")
+        convert_log = out.parent / f"{out.name}.log"
+        peers.run_converter(cmd, convert_log, out / "model.bin", "ct2-transformers-converter")
+
+    return peers.cached_conversion("ctranslate2-models", model_dir, "", export)

@@ -54,28 +54,23 @@ def configure(t: Target, peer, venv: Path, model_dir: Path, workload, log=None) 
 
 def export_onnx(venv: Path, model_dir: Path, task: str, log=None) -> Path:
     """A copy of `model_dir` (links) with `model.onnx` exported for `task`, cached."""
-    out = peers.conversion_path("infinity-onnx-models", model_dir, f"-{task}")
-    marker = out / ".converted"
-    stamp = peers.source_stamp(model_dir)
-    if marker.exists() and marker.read_text() == stamp:
-        return out
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    for f in model_dir.iterdir():
-        if f.is_file() and f.suffix != ".onnx":
-            (out / f.name).symlink_to(f.resolve())
-    cmd = [str(venv / "bin" / "optimum-cli"), "export", "onnx", "--model", str(model_dir)]
-    # Infinity's ONNX embedder reads `last_hidden_state` and pools itself: the transformers
-    # graph, not the sentence-transformers one optimum-cli picks for a folder with modules.json
-    cmd += ["--task", task, "--library-name", "transformers", str(out / "export")]
-    if log:
-        log(f"exporting {model_dir} to ONNX ({task}) for Infinity in {out}")
-    convert_log = out.parent / f"{out.name}.log"
-    graph = out / "export" / "model.onnx"
-    peers.run_converter(cmd, convert_log, graph, "optimum-cli export onnx")
-    # the exporter also writes config and tokenizer files: only the graph is wanted
-    graph.rename(out / "model.onnx")
-    shutil.rmtree(out / "export")
-    marker.write_text(stamp)
-    return out
+
+    def export(out: Path) -> None:
+        out.mkdir()
+        for f in model_dir.iterdir():
+            if f.is_file() and f.suffix != ".onnx":
+                (out / f.name).symlink_to(f.resolve())
+        cmd = [str(venv / "bin" / "optimum-cli"), "export", "onnx", "--model", str(model_dir)]
+        # Infinity's ONNX embedder reads `last_hidden_state` and pools itself: the transformers
+        # graph, not the sentence-transformers one optimum-cli picks for a folder with
+        # modules.json
+        cmd += ["--task", task, "--library-name", "transformers", str(out / "export")]
+        if log:
+            log(f"exporting {model_dir} to ONNX ({task}) for Infinity in {out}")
+        graph = out / "export" / "model.onnx"
+        peers.run_converter(cmd, out.parent / f"{out.name}.log", graph, "optimum-cli export onnx")
+        # the exporter also writes config and tokenizer files: only the graph is wanted
+        graph.rename(out / "model.onnx")
+        shutil.rmtree(out / "export")
+
+    return peers.cached_conversion("infinity-onnx-models", model_dir, f"-{task}", export)

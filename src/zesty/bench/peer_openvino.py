@@ -9,7 +9,6 @@ OpenVINO IR with `optimum-cli export openvino` in that venv (cached under the pe
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from zesty.bench import peers
@@ -33,19 +32,13 @@ def configure(t: Target, peer, venv: Path, model_dir: Path, workload, log=None) 
 
 def convert(venv: Path, model_dir: Path, weight_format: str, log=None) -> Path:
     """`model_dir` as OpenVINO IR (`optimum-cli export openvino`), cached under the peers dir."""
-    out = peers.conversion_path("openvino-genai-models", model_dir, f"-{weight_format}")
-    marker = out / ".converted"
-    stamp = peers.source_stamp(model_dir)
-    if marker.exists() and marker.read_text() == stamp:
-        return out
-    if out.exists():
-        shutil.rmtree(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [str(venv / "bin" / "optimum-cli"), "export", "openvino", "--model", str(model_dir)]
-    cmd += ["--task", "text-generation-with-past", "--weight-format", weight_format, str(out)]
-    if log:
-        log(f"converting {model_dir} to OpenVINO IR ({weight_format}) in {out}")
-    convert_log = out.parent / f"{out.name}.log"
-    peers.run_converter(cmd, convert_log, out / "openvino_model.xml", "optimum-cli export openvino")
-    marker.write_text(stamp)
-    return out
+
+    def export(out: Path) -> None:
+        cmd = [str(venv / "bin" / "optimum-cli"), "export", "openvino", "--model", str(model_dir)]
+        cmd += ["--task", "text-generation-with-past", "--weight-format", weight_format, str(out)]
+        if log:
+            log(f"converting {model_dir} to OpenVINO IR ({weight_format}) in {out}")
+        convert_log = out.parent / f"{out.name}.log"
+        peers.run_converter(cmd, convert_log, out / "openvino_model.xml", "optimum-cli export")
+
+    return peers.cached_conversion("openvino-genai-models", model_dir, f"-{weight_format}", export)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -258,6 +259,22 @@ def source_stamp(model_dir: Path) -> str:
     """What a cached conversion was made from: the folder and its weights' mtime."""
     source = model_dir / "model.safetensors"
     return f"{model_dir.resolve()} {source.stat().st_mtime_ns if source.exists() else 0}"
+
+
+def cached_conversion(kind: str, model_dir: Path, suffix: str, convert) -> Path:
+    """The folder where peer `kind` keeps `model_dir` converted: made by `convert(out)` (which
+    creates `out`; its parent exists) when missing or older than the source, then reused."""
+    out = conversion_path(kind, model_dir, suffix)
+    marker = out / ".converted"
+    stamp = source_stamp(model_dir)
+    if marker.exists() and marker.read_text() == stamp:
+        return out
+    if out.exists():
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    convert(out)
+    marker.write_text(stamp)
+    return out
 
 
 def run_converter(cmd: list[str], convert_log: Path, produced: Path, what: str) -> None:
