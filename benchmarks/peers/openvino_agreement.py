@@ -33,12 +33,12 @@ from pathlib import Path
 def export(model_dir: Path, out: Path) -> None:
     from transformers import AutoTokenizer
 
-    from zesty.compile.generation import _Probe
+    from zesty.compile.generation import ValidationProbe
     from zesty.generation.runner_torch import TorchCausalLM
 
     reference = TorchCausalLM(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    probe = _Probe(reference, tokenizer, {}, reference.max_positions)
+    probe = ValidationProbe(reference, tokenizer, {}, reference.max_positions)
     splits = {
         name: [{"ids": seq, "prompt_len": n} for seq, n, _ in seqs]
         for name, seqs in probe.splits.items()

@@ -361,3 +361,24 @@ def test_infinity_onnx_gets_an_exported_graph_once(monkeypatch, tmp_path, model_
     assert plain.cmd[plain.cmd.index("--model-id") + 1] == str(model_dir) and plain.cwd is None
     assert "--library-name transformers" in calls.read_text()  # last_hidden_state, unpooled
     assert "--no-model-warmup" not in t.cmd
+
+
+def test_only_servers_that_keep_computing_after_a_disconnect_are_restarted(model_dir):
+    # the bench restarts a generation target before each point unless it cancels on
+    # disconnect: the pipeline apps do not; zesty and the peers (checked in their sources) do
+    from zesty.bench import targets
+
+    gen = workloads.expand(["generate-gpt2"])[0]
+    assert not targets.baseline(gen, model_dir, 2).cancels_on_disconnect
+    assert not targets.naive(gen, model_dir, 2).cancels_on_disconnect
+    chain = targets.for_workload(gen, model_dir, {"ablation"}, 2)
+    assert {t.name for t in chain if not t.cancels_on_disconnect} == {"baseline", "naive"}
+
+
+def test_report_names_each_workloads_own_client_counts():
+    from zesty.bench.report import _clients
+
+    assert _clients([1, 16]) == "1, 16"
+    assert (
+        _clients({"embed": [1, 32], "generate-gpt2": [1, 16]}) == "embed 1, 32; generate-gpt2 1, 16"
+    )

@@ -125,7 +125,7 @@ def _graph_bytes(model_file: Path) -> int:
     return sum(p.stat().st_size for p in model_file.parent.iterdir() if p.is_file())
 
 
-class _Probe:
+class ValidationProbe:
     """Validation prompts, the reference's greedy continuations and its log-probabilities."""
 
     def __init__(self, reference, tokenizer, budget: dict[str, float], positions: int) -> None:
@@ -242,7 +242,7 @@ def compile_generative(
         try:
             limits_positions = lm.max_positions
             report.step("scoring the fp32 PyTorch reference on the validation prompts")
-            probe_ = _Probe(lm, model.tokenizer.hf, options.budget, lm.max_positions)
+            probe_ = ValidationProbe(lm, model.tokenizer.hf, options.budget, lm.max_positions)
             report.step("building the decoder graph (GroupQueryAttention over a shared KV buffer)")
             base = build_decoder(lm.model, work / "fp32" / "model.onnx", limits_positions)
             meta = graph_meta(lm.model, limits_positions)
