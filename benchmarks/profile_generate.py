@@ -42,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--ort-profile", action="store_true", help="add ORT per-operator shares")
+    ap.add_argument(
+        "--recipe",
+        default="fp32",
+        choices=["fp32", "int8-head"],
+        help="the decoder graph: fp32, or int8-head (fp32 body, int8 LM head, top rescored)",
+    )
     ap.add_argument("--out", type=Path, help="write the JSON here too")
     args = ap.parse_args(argv)
 
@@ -52,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     texts = workloads.Corpus(model_dir, w.tokens, seed=0).take(args.requests)
 
     with tempfile.TemporaryDirectory() as tmp:
-        runner, tokenizer = _compiled(model_dir, Path(tmp), args.threads, args.ort_profile)
+        runner, tokenizer = _compiled(
+            model_dir, Path(tmp), args.threads, args.ort_profile, args.recipe
+        )
         timing = _instrument(runner)
         result = asyncio.run(_drive(runner, tokenizer, texts, args))
         ops = _op_shares(runner.session.end_profiling()) if args.ort_profile else None
@@ -67,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             "requests": args.requests,
             "new_tokens": args.new_tokens,
             "threads": args.threads,
+            "recipe": args.recipe,
             "ort_profile": args.ort_profile,
             "mean_prompt_tokens": round(result["prompt_tokens"] / args.requests, 1),
         },
@@ -88,16 +97,27 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _compiled(model_dir: Path, tmp: Path, threads: int, profile: bool):
-    """The fp32 decoder graph of `model_dir` in ONNX Runtime, and its tokenizer."""
+def _compiled(model_dir: Path, tmp: Path, threads: int, profile: bool, recipe: str):
+    """The decoder graph of `model_dir` (as the compiler builds `recipe`) in ONNX Runtime,
+    and its tokenizer."""
     from transformers import AutoTokenizer
 
-    from zesty.generation.onnx_graph import build_decoder, graph_meta
+    from zesty.compile import recipes
+    from zesty.compile.generation import RECIPES, RESCORE_TOP
+    from zesty.generation.onnx_graph import HEAD_APPROX, build_decoder, graph_meta
     from zesty.generation.runner_onnx import OnnxCausalLM
     from zesty.generation.runner_torch import TorchCausalLM
 
     ref = TorchCausalLM(model_dir)
-    graph = build_decoder(ref.model, tmp / "model.onnx", ref.max_positions)
+    if recipe == "int8-head":
+        rescored = build_decoder(
+            ref.model, tmp / "rescored" / "model.onnx", ref.max_positions, RESCORE_TOP
+        )
+        graph = recipes.quantize_blockwise(
+            rescored, tmp / "model.onnx", RECIPES[recipe], True, only=[HEAD_APPROX]
+        )
+    else:
+        graph = build_decoder(ref.model, tmp / "model.onnx", ref.max_positions)
     meta = graph_meta(ref.model, ref.max_positions)
     del ref
     runner = OnnxCausalLM(graph, meta, threads=threads)

@@ -52,9 +52,12 @@ def test_compile_gates_candidates_and_caches_the_artifact(arch, tiny_causal):
     assert m["task"] == "text-generation" and m["decoder"]["family"] == arch
     assert m["accuracy"]["budget"] == DEFAULT_BUDGET
     rows = {c.recipe.name: c for c in candidates}
-    assert set(rows) == {"fp32", "int8-block32", "int4-block32"}
+    assert set(rows) == {"fp32", "int8-block32", "int4-block32", "int8-head"}
     # fp32 is the same math as the reference: full agreement, KL ~ 0
     assert rows["fp32"].tune["greedy_agreement"] == 1.0 and rows["fp32"].tune["kl"] < 1e-6
+    # int8-head rescores its top logits in fp32: the greedy token stays the reference's
+    assert rows["int8-head"].tune["greedy_agreement"] == 1.0
+    assert rows["int8-head"].held_out["greedy_agreement"] == 1.0
     for c in candidates:  # every verdict follows from the measured numbers and the budget
         over = (
             c.tune["greedy_agreement"] < DEFAULT_BUDGET["greedy_agreement"]
@@ -70,6 +73,44 @@ def test_compile_gates_candidates_and_caches_the_artifact(arch, tiny_causal):
     assert (artifact.path / "model.onnx").is_file() and (artifact.path / "tokenizer.json").is_file()
     again, rebuilt = compile_generative(model, options(), quiet=True)
     assert rebuilt == [] and again.path == artifact.path  # the cache, not a rebuild
+
+
+HEAD_TOP_ATOL = 1e-4  # rescored logits vs the fp32 graph's: the same fp32 dot products
+HEAD_TAIL_RTOL = 0.03  # the rest, relative to the largest |logit|: int8 weights and
+# activations in blocks of 32 (measured ~1.5% on the tiny models)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_int8_head_rescores_its_top_logits_exactly(arch, tiny_causal, tmp_path):
+    """The int8-head graph: every row's top logits equal the fp32 graph's, the rest are close,
+    and only the head's MatMul was quantized."""
+    import onnx
+    import torch
+
+    from zesty.compile import recipes
+    from zesty.compile.generation import RECIPES, RESCORE_TOP
+    from zesty.generation.onnx_graph import HEAD_APPROX, build_decoder, graph_meta
+    from zesty.generation.runner_onnx import OnnxCausalLM
+
+    lm = load(tiny_causal[arch]).lm
+    meta = graph_meta(lm.model, lm.max_positions)
+    fp32 = build_decoder(lm.model, tmp_path / "fp32" / "model.onnx", lm.max_positions)
+    rescored = build_decoder(
+        lm.model, tmp_path / "r" / "model.onnx", lm.max_positions, rescore_top=RESCORE_TOP
+    )
+    head = recipes.quantize_blockwise(
+        rescored, tmp_path / "h" / "model.onnx", RECIPES["int8-head"], True, only=[HEAD_APPROX]
+    )
+    ops = [n.op_type for n in onnx.load(str(head), load_external_data=False).graph.node]
+    assert ops.count("MatMulNBits") == 1 and "MatMul" in ops
+    ids = list(range(3, 40))
+    want = OnnxCausalLM(fp32, meta, threads=1).full_logits(ids)
+    got = OnnxCausalLM(head, meta, threads=1).full_logits(ids)
+    assert torch.equal(got.argmax(-1), want.argmax(-1))
+    exact = (got - want).abs() <= HEAD_TOP_ATOL  # the rescored entries (and lucky others)
+    assert (exact.sum(-1) >= RESCORE_TOP).all()
+    assert exact.gather(-1, want.argmax(-1, keepdim=True)).all()
+    assert (got - want).abs().max() <= HEAD_TAIL_RTOL * want.abs().max()
 
 
 def test_an_impossible_budget_fails_with_every_reason(tiny_causal):

@@ -2,8 +2,12 @@
 accuracy against the fp32 PyTorch model, time the decode step, pick, publish.
 
 Candidates (CPU): `fp32` (the graph as built), `int8-block32` and `int4-block32` (weight-only
-MatMulNBits, symmetric, block 32, int8 compute — `accuracy_level=4`). Embeddings stay fp32
-(a gather reads one row per token; quantizing them saves disk, not time).
+MatMulNBits, symmetric, block 32, int8 compute — `accuracy_level=4`), and `int8-head`: the
+body in fp32 and only the LM head in int8 (block 32, int8 compute), each row's top
+`RESCORE_TOP` approximate logits recomputed exactly in fp32 inside the graph
+(onnx_graph.build_decoder's `rescore_top`). The head is a third of GPT-2's weights and the
+largest single read of a decode step; rescoring keeps the greedy token fp32's. Embeddings
+stay fp32 (a gather reads one row per token; quantizing them saves disk, not time).
 
 Accuracy (teacher-forced, so one early disagreement does not cascade): for each validation
 prompt the fp32 reference generates a greedy continuation; the candidate scores the prompt +
@@ -41,12 +45,13 @@ from zesty.runtime.hardware import probe
 log = logging.getLogger(__name__)
 
 HEAD = "causal-lm"
-GRAPH_VERSION = 2  # bump when onnx_graph.py changes what it builds: cached graphs are rebuilt
+GRAPH_VERSION = 3  # bump when onnx_graph.py changes what it builds: cached graphs are rebuilt
 DEFAULT_BUDGET = {"greedy_agreement": 0.9, "kl": 0.05}
 _PROMPTS = 12  # per split
 _NEW_TOKENS = 16
 _CONTEXT = 128
 _BATCHES = (1, 16)
+RESCORE_TOP = 16  # int8-head: approximate logits recomputed in fp32 per row
 
 
 class GenerationCompileFailed(CompileFailed):
@@ -58,15 +63,20 @@ class GenRecipe:
     name: str
     bits: int = 32  # 32: fp32 weights; 8 / 4: MatMulNBits weights
     block_size: int = 32
+    head_only: bool = False  # quantize the LM head alone, its top logits rescored in fp32
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "bits": self.bits, "block_size": self.block_size}
+        out = {"name": self.name, "bits": self.bits, "block_size": self.block_size}
+        if self.head_only:
+            out |= {"quantized": "lm_head", "rescore_top": RESCORE_TOP}
+        return out
 
 
 RECIPES = {
     "fp32": GenRecipe("fp32"),
     "int8": GenRecipe("int8-block32", 8),
     "int4": GenRecipe("int4-block32", 4),
+    "int8-head": GenRecipe("int8-head", 8, head_only=True),
 }
 
 
@@ -74,7 +84,7 @@ def recipes_for(precision: str) -> list[GenRecipe]:
     if precision == "fp32":
         return [RECIPES["fp32"]]
     if precision == "int8":
-        return [RECIPES["int8"]]
+        return [RECIPES["int8"], RECIPES["int8-head"]]
     if precision == "fp16":
         raise GenerationCompileFailed("fp16 generation graphs need the CUDA target (not built)")
     return list(RECIPES.values())
@@ -214,7 +224,13 @@ def compile_generative(
     model, options: Options, *, out: Path | None = None, quiet: bool = False
 ) -> tuple[artifacts.Artifact, list[GenCandidate]]:
     """The compiled decoder artifact for a GenerativeModel: from the cache or built now."""
-    from zesty.generation.onnx_graph import Unsupported, build_decoder, check_supported, graph_meta
+    from zesty.generation.onnx_graph import (
+        HEAD_APPROX,
+        Unsupported,
+        build_decoder,
+        check_supported,
+        graph_meta,
+    )
     from zesty.generation.runner_onnx import OnnxCausalLM
 
     if not isinstance(getattr(model, "lm", None), TorchCausalLM):
@@ -254,6 +270,21 @@ def compile_generative(
                 try:
                     if recipe.bits == 32:
                         cand.file = base
+                    elif recipe.head_only:
+                        report.step(f"quantizing: {recipe.name} (LM head only, top rescored)")
+                        rescored = build_decoder(
+                            lm.model,
+                            work / "rescored" / "model.onnx",
+                            limits_positions,
+                            rescore_top=RESCORE_TOP,
+                        )
+                        cand.file = recipes.quantize_blockwise(
+                            rescored,
+                            work / recipe.name / "model.onnx",
+                            recipe,
+                            external_data=True,
+                            only=[HEAD_APPROX],
+                        )
                     else:
                         report.step(f"quantizing: {recipe.name}")
                         cand.file = recipes.quantize_blockwise(

@@ -230,10 +230,13 @@ def quantize_static(src: Path, out: Path, recipe: Recipe, calibration: list[dict
     return out
 
 
-def quantize_blockwise(src: Path, out: Path, recipe, external_data: bool = False) -> Path:
+def quantize_blockwise(
+    src: Path, out: Path, recipe, external_data: bool = False, only: list[str] | None = None
+) -> Path:
     """MatMulNBits weights (``recipe.bits``, blocks of ``recipe.block_size`` along K), int8
     compute (accuracy_level 4). Used by the encoder grid and by the decoder compile, whose
-    graphs are saved with external data (large models pass protobuf's 2 GB limit)."""
+    graphs are saved with external data (large models pass protobuf's 2 GB limit). `only`:
+    quantize these MatMul nodes and keep every other one fp32."""
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import (
         DefaultWeightOnlyQuantConfig,
@@ -243,7 +246,12 @@ def quantize_blockwise(src: Path, out: Path, recipe, external_data: bool = False
     config = DefaultWeightOnlyQuantConfig(
         block_size=recipe.block_size, is_symmetric=True, accuracy_level=4, bits=recipe.bits
     )
-    quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), algo_config=config)
+    model = onnx.load(str(src))
+    exclude = []
+    if only is not None:
+        # (the quantizer's nodes_to_include does not restrict what it quantizes: exclude)
+        exclude = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in only]
+    quantizer = MatMulNBitsQuantizer(model, algo_config=config, nodes_to_exclude=exclude)
     quantizer.process()
     out.parent.mkdir(parents=True, exist_ok=True)
     quantizer.model.save_model_to_file(str(out), use_external_data_format=external_data)

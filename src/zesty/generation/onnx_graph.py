@@ -131,8 +131,19 @@ def check_supported(model) -> str:
     return family
 
 
-def build_decoder(model, out: Path, max_positions: int) -> Path:
-    """Write `model`'s decoder graph (fp32) to `out` (weights as external data beside it)."""
+HEAD_APPROX = "lm_head_approx"  # the approximate head's MatMul node, when `rescore_top` > 0
+
+
+def build_decoder(model, out: Path, max_positions: int, rescore_top: int = 0) -> Path:
+    """Write `model`'s decoder graph (fp32) to `out` (weights as external data beside it).
+
+    `rescore_top` > 0 builds the head for a quantized LM head: the head's MatMul (node
+    `HEAD_APPROX`, which the compiler then quantizes alone) gives approximate logits, and the
+    `rescore_top` highest of each row are recomputed exactly in fp32 from the head's rows
+    ([vocab, hidden], gathered per candidate) and written back. The greedy token and the top
+    of the distribution are then fp32's whenever fp32's best token is among the approximate
+    top `rescore_top`; the tail keeps the quantized values.
+    """
     import onnx
     from onnx import TensorProto, helper
 
@@ -306,7 +317,14 @@ def build_decoder(model, out: Path, max_positions: int) -> Path:
     rows = b.op("Gather", [flat, "logits_index"], axis=0)
     # tied or not, the head is its own [in, out] initializer: MatMul (and the quantizers)
     # want it transposed, and the embedding Gather wants it as it is
-    b.linear(rows, "lm_head", _t(model.get_output_embeddings().weight).T)
+    head = _t(model.get_output_embeddings().weight)
+    logits = b.linear(rows, "lm_head", head.T)
+    if rescore_top > 0:
+        out_w, in_w = model.get_output_embeddings().weight, model.get_input_embeddings().weight
+        tied = out_w.data_ptr() == in_w.data_ptr() and out_w.shape == in_w.shape
+        # tied: the embedding table is the head's rows already
+        table = ("wte" if family == FAMILY_GPT2 else "embed_tokens") if tied else None
+        _rescore(b, rows, logits, head, rescore_top, table)
     b.nodes[-1].output[0] = "logits"
     outputs.insert(0, helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["rows", "vocab"]))
 
@@ -327,6 +345,24 @@ def build_decoder(model, out: Path, max_positions: int) -> Path:
         size_threshold=1024,
     )
     return out
+
+
+def _rescore(
+    b: _Builder, rows: str, approx: str, head: np.ndarray, top: int, table: str | None
+) -> None:
+    """Exact fp32 logits for each row's `top` best approximate ones: [N, vocab] -> [N, vocab].
+    Reads `top` head rows per row (a gather, [N, top, hidden]) instead of the whole head;
+    `table` names an initializer that already holds the head as [vocab, hidden]."""
+    assert b.nodes[-1].op_type == "MatMul" and b.nodes[-1].output[0] == approx
+    b.nodes[-1].name = HEAD_APPROX
+    k = b.const("rescore_top", [min(top, head.shape[0])])
+    axis2 = b.const("rescore_axis", [2])
+    _, idx = b.op("TopK", [approx, k], n_out=2, axis=-1, largest=1, sorted=0)
+    table = table or b.weight("lm_head.rows", head)
+    cand = b.op("Gather", [table, idx], axis=0)  # [N, top, hidden]
+    exact = b.op("MatMul", [cand, b.op("Unsqueeze", [rows, axis2])])  # [N, top, 1]
+    exact = b.op("Squeeze", [exact, axis2])
+    b.op("ScatterElements", [approx, idx, exact], axis=1)
 
 
 def graph_meta(model, max_positions: int) -> dict:
