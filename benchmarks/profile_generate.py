@@ -102,22 +102,14 @@ def _compiled(model_dir: Path, tmp: Path, threads: int, profile: bool, recipe: s
     and its tokenizer."""
     from transformers import AutoTokenizer
 
-    from zesty.compile import recipes
-    from zesty.compile.generation import RECIPES, RESCORE_TOP
-    from zesty.generation.onnx_graph import HEAD_APPROX, build_decoder, graph_meta
+    from zesty.compile.generation import RECIPES, build_candidate
+    from zesty.generation.onnx_graph import build_decoder, graph_meta
     from zesty.generation.runner_onnx import OnnxCausalLM
     from zesty.generation.runner_torch import TorchCausalLM
 
     ref = TorchCausalLM(model_dir)
-    if recipe == "int8-head":
-        rescored = build_decoder(
-            ref.model, tmp / "rescored" / "model.onnx", ref.max_positions, RESCORE_TOP
-        )
-        graph = recipes.quantize_blockwise(
-            rescored, tmp / "model.onnx", RECIPES[recipe], True, only=[HEAD_APPROX]
-        )
-    else:
-        graph = build_decoder(ref.model, tmp / "model.onnx", ref.max_positions)
+    base = build_decoder(ref.model, tmp / "fp32" / "model.onnx", ref.max_positions)
+    graph = build_candidate(ref.model, RECIPES[recipe], base, tmp, ref.max_positions)
     meta = graph_meta(ref.model, ref.max_positions)
     del ref
     runner = OnnxCausalLM(graph, meta, threads=threads)

@@ -87,22 +87,19 @@ def test_int8_head_rescores_its_top_logits_exactly(arch, tiny_causal, tmp_path):
     import onnx
     import torch
 
-    from zesty.compile import recipes
-    from zesty.compile.generation import RECIPES, RESCORE_TOP
-    from zesty.generation.onnx_graph import HEAD_APPROX, build_decoder, graph_meta
+    from zesty.compile.generation import RECIPES, RESCORE_TOP, build_candidate
+    from zesty.generation.onnx_graph import build_decoder, graph_meta
     from zesty.generation.runner_onnx import OnnxCausalLM
 
     lm = load(tiny_causal[arch]).lm
     meta = graph_meta(lm.model, lm.max_positions)
     fp32 = build_decoder(lm.model, tmp_path / "fp32" / "model.onnx", lm.max_positions)
-    rescored = build_decoder(
-        lm.model, tmp_path / "r" / "model.onnx", lm.max_positions, rescore_top=RESCORE_TOP
-    )
-    head = recipes.quantize_blockwise(
-        rescored, tmp_path / "h" / "model.onnx", RECIPES["int8-head"], True, only=[HEAD_APPROX]
-    )
-    ops = [n.op_type for n in onnx.load(str(head), load_external_data=False).graph.node]
-    assert ops.count("MatMulNBits") == 1 and "MatMul" in ops
+    head = build_candidate(lm.model, RECIPES["int8-head"], fp32, tmp_path, lm.max_positions)
+    nodes = onnx.load(str(head), load_external_data=False).graph.node
+    quantized = [n for n in nodes if n.op_type == "MatMulNBits"]
+    assert len(quantized) == 1 and "MatMul" in [n.op_type for n in nodes]
+    n_out = next(a.i for a in quantized[0].attribute if a.name == "N")
+    assert n_out == meta["vocab_size"]  # the head, not a body MatMul
     ids = list(range(3, 40))
     want = OnnxCausalLM(fp32, meta, threads=1).full_logits(ids)
     got = OnnxCausalLM(head, meta, threads=1).full_logits(ids)

@@ -45,13 +45,14 @@ from zesty.runtime.hardware import probe
 log = logging.getLogger(__name__)
 
 HEAD = "causal-lm"
-GRAPH_VERSION = 3  # bump when onnx_graph.py changes what it builds: cached graphs are rebuilt
+GRAPH_VERSION = 4  # bump when onnx_graph.py changes what it builds: cached graphs are rebuilt
 DEFAULT_BUDGET = {"greedy_agreement": 0.9, "kl": 0.05}
 _PROMPTS = 12  # per split
 _NEW_TOKENS = 16
 _CONTEXT = 128
 _BATCHES = (1, 16)
-RESCORE_TOP = 16  # int8-head: approximate logits recomputed in fp32 per row
+RESCORE_TOP = 16  # int8-head: approximate logits recomputed in fp32 per row (changing it
+# changes the graph: bump GRAPH_VERSION with it)
 
 
 class GenerationCompileFailed(CompileFailed):
@@ -224,13 +225,7 @@ def compile_generative(
     model, options: Options, *, out: Path | None = None, quiet: bool = False
 ) -> tuple[artifacts.Artifact, list[GenCandidate]]:
     """The compiled decoder artifact for a GenerativeModel: from the cache or built now."""
-    from zesty.generation.onnx_graph import (
-        HEAD_APPROX,
-        Unsupported,
-        build_decoder,
-        check_supported,
-        graph_meta,
-    )
+    from zesty.generation.onnx_graph import Unsupported, build_decoder, check_supported, graph_meta
     from zesty.generation.runner_onnx import OnnxCausalLM
 
     if not isinstance(getattr(model, "lm", None), TorchCausalLM):
@@ -268,28 +263,10 @@ def compile_generative(
                 cand = GenCandidate(recipe)
                 candidates.append(cand)
                 try:
-                    if recipe.bits == 32:
-                        cand.file = base
-                    elif recipe.head_only:
-                        report.step(f"quantizing: {recipe.name} (LM head only, top rescored)")
-                        rescored = build_decoder(
-                            lm.model,
-                            work / "rescored" / "model.onnx",
-                            limits_positions,
-                            rescore_top=RESCORE_TOP,
-                        )
-                        cand.file = recipes.quantize_blockwise(
-                            rescored,
-                            work / recipe.name / "model.onnx",
-                            recipe,
-                            external_data=True,
-                            only=[HEAD_APPROX],
-                        )
-                    else:
-                        report.step(f"quantizing: {recipe.name}")
-                        cand.file = recipes.quantize_blockwise(
-                            base, work / recipe.name / "model.onnx", recipe, external_data=True
-                        )
+                    if recipe.bits != 32:
+                        what = " (LM head only, top rescored)" if recipe.head_only else ""
+                        report.step(f"quantizing: {recipe.name}{what}")
+                    cand.file = build_candidate(lm.model, recipe, base, work, limits_positions)
                     cand.size_bytes = _graph_bytes(cand.file)
                     runner = OnnxCausalLM(cand.file, meta, threads=options.threads)
                     scores = probe_.score(runner)
@@ -345,6 +322,24 @@ def compile_generative(
             return artifacts.publish(staging, dest, manifest), candidates
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def build_candidate(model, recipe: GenRecipe, base: Path, work: Path, max_positions: int) -> Path:
+    """The decoder graph of `recipe` (under `work`), from the fp32 graph `base` built for
+    `model` (a transformers causal LM)."""
+    from zesty.generation.onnx_graph import HEAD_APPROX, build_decoder
+
+    if recipe.bits == 32:
+        return base
+    out = work / recipe.name / "model.onnx"
+    if not recipe.head_only:
+        return recipes.quantize_blockwise(base, out, recipe, external_data=True)
+    # the head-only graph differs from `base` past the head (the rescoring), so it is built
+    # again with it (seconds) rather than patched
+    rescored = build_decoder(
+        model, work / f"{recipe.name}-fp32" / "model.onnx", max_positions, RESCORE_TOP
+    )
+    return recipes.quantize_blockwise(rescored, out, recipe, external_data=True, only=[HEAD_APPROX])
 
 
 def artifact_key(model, options: Options) -> str:

@@ -250,7 +250,10 @@ def quantize_blockwise(
     exclude = []
     if only is not None:
         # (the quantizer's nodes_to_include does not restrict what it quantizes: exclude)
-        exclude = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in only]
+        matmuls = {n.name for n in model.graph.node if n.op_type == "MatMul"}
+        if missing := set(only) - matmuls:
+            raise ValueError(f"no MatMul node(s) {sorted(missing)} in {src}")
+        exclude = sorted(matmuls - set(only))
     quantizer = MatMulNBitsQuantizer(model, algo_config=config, nodes_to_exclude=exclude)
     quantizer.process()
     out.parent.mkdir(parents=True, exist_ok=True)

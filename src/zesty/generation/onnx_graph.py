@@ -140,9 +140,10 @@ def build_decoder(model, out: Path, max_positions: int, rescore_top: int = 0) ->
     `rescore_top` > 0 builds the head for a quantized LM head: the head's MatMul (node
     `HEAD_APPROX`, which the compiler then quantizes alone) gives approximate logits, and the
     `rescore_top` highest of each row are recomputed exactly in fp32 from the head's rows
-    ([vocab, hidden], gathered per candidate) and written back. The greedy token and the top
-    of the distribution are then fp32's whenever fp32's best token is among the approximate
-    top `rescore_top`; the tail keeps the quantized values.
+    ([vocab, hidden], gathered per candidate) and written back; every other logit is capped
+    at the lowest recomputed one. The greedy token is then fp32's whenever fp32's best token
+    is among the approximate top `rescore_top` (an overestimated tail token cannot overtake
+    it), and so are the top logits; the tail keeps the quantized values.
     """
     import onnx
     from onnx import TensorProto, helper
@@ -350,9 +351,10 @@ def build_decoder(model, out: Path, max_positions: int, rescore_top: int = 0) ->
 def _rescore(
     b: _Builder, rows: str, approx: str, head: np.ndarray, top: int, table: str | None
 ) -> None:
-    """Exact fp32 logits for each row's `top` best approximate ones: [N, vocab] -> [N, vocab].
-    Reads `top` head rows per row (a gather, [N, top, hidden]) instead of the whole head;
-    `table` names an initializer that already holds the head as [vocab, hidden]."""
+    """Exact fp32 logits for each row's `top` best approximate ones, the rest capped at the
+    lowest of those: [N, vocab] -> [N, vocab]. Reads `top` head rows per row (a gather,
+    [N, top, hidden]) instead of the whole head; `table` names an initializer that already
+    holds the head as [vocab, hidden]."""
     assert b.nodes[-1].op_type == "MatMul" and b.nodes[-1].output[0] == approx
     b.nodes[-1].name = HEAD_APPROX
     k = b.const("rescore_top", [min(top, head.shape[0])])
@@ -362,7 +364,9 @@ def _rescore(
     cand = b.op("Gather", [table, idx], axis=0)  # [N, top, hidden]
     exact = b.op("MatMul", [cand, b.op("Unsqueeze", [rows, axis2])])  # [N, top, 1]
     exact = b.op("Squeeze", [exact, axis2])
-    b.op("ScatterElements", [approx, idx, exact], axis=1)
+    # cap the tail: a token outside the top whose int8 logit overshoots cannot pass them
+    capped = b.op("Min", [approx, b.op("ReduceMin", [exact], axes=[1], keepdims=1)])
+    b.op("ScatterElements", [capped, idx, exact], axis=1)
 
 
 def graph_meta(model, max_positions: int) -> dict:
