@@ -13,7 +13,6 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
@@ -24,6 +23,7 @@ from zesty.errors import (
     RouteNotFound,
     ZestyError,
 )
+from zesty.http.responses import JSONResponse
 
 log = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from zesty.errors import InvalidInput
 from zesty.http.deps import State, header_use_cache, state, truthy
+from zesty.http.responses import JSONResponse
 from zesty.http.strict import StrictRoute
 from zesty.serving.inference import run_task
 from zesty.tasks.registry import task_for_model

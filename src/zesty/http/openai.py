@@ -8,10 +8,10 @@ from typing import Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from zesty.http.deps import header_use_cache, state
+from zesty.http.responses import JSONResponse
 from zesty.http.strict import StrictRoute
 from zesty.serving.inference import run_task
 from zesty.tasks.base import text_inputs
@@ -56,7 +56,7 @@ async def embeddings(
         if body.encoding_format == "base64":
             value: object = base64.b64encode(np.asarray(vec, dtype="<f4").tobytes()).decode()
         else:
-            value = vec.tolist()
+            value = vec  # an array: the response encoder writes it directly
         data.append({"object": "embedding", "index": i, "embedding": value})
     usage = {"prompt_tokens": timings.tokens, "total_tokens": timings.tokens}
     return JSONResponse(

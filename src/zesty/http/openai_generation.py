@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from zesty.errors import InvalidInput
@@ -22,6 +22,7 @@ from zesty.generation.types import TokenEvent
 from zesty.generation.validate import Knobs, build_request
 from zesty.http.deps import header_wait_for_model, state
 from zesty.http.generation_common import collect, generative_model, merged, submit
+from zesty.http.responses import JSONResponse
 from zesty.http.sse import sse_response
 from zesty.http.strict import StrictRoute
 

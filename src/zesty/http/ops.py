@@ -5,12 +5,13 @@ from __future__ import annotations
 import platform
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from zesty import __version__
 from zesty.errors import ZestyError
 from zesty.http.deps import state
 from zesty.http.errors import error_response
+from zesty.http.responses import JSONResponse
 from zesty.http.strict import StrictRoute
 
 router = APIRouter(tags=["Operations"], route_class=StrictRoute)

@@ -11,11 +11,11 @@ from typing import Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from zesty.errors import InvalidInput
 from zesty.http.deps import header_use_cache, state
+from zesty.http.responses import JSONResponse
 from zesty.http.strict import StrictRoute
 from zesty.http.tgi import TGIParameters
 from zesty.serving.inference import run_task
@@ -71,7 +71,7 @@ async def embed(
     req.options["pooling"] = POOL_MEAN
     vectors, timings = await run_task(model, EMBED, req, use_cache=use_cache)
     st.metrics.observe_inference(model.model_id, EMBED.name, timings)
-    return JSONResponse(vectors.tolist(), headers=timings.headers())
+    return JSONResponse(vectors, headers=timings.headers())
 
 
 class PredictRequest(_Body):

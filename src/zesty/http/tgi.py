@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from zesty.errors import InvalidInput
@@ -18,6 +18,7 @@ from zesty.generation.validate import Knobs, build_request
 from zesty.http.deps import State, header_wait_for_model, state
 from zesty.http.generation_common import collect, generative_model, merged, submit
 from zesty.http.hf import HFOptions
+from zesty.http.responses import JSONResponse
 from zesty.http.sse import sse_response
 from zesty.http.strict import StrictRoute
 from zesty.tasks.base import describe_validation_error

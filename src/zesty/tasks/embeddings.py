@@ -156,10 +156,10 @@ class FeatureExtraction(Task):
 
     @staticmethod
     def to_json(result: Any, request: TaskRequest) -> Any:
+        # arrays, not lists: the response encoder (http/responses.py) writes them directly
         if isinstance(result, np.ndarray):
-            rows = result.tolist()
-            return rows if request.batched else rows[0]
-        nested = [[s.tolist()] for s in result]  # the pipeline's [1, L, H] per input
+            return result if request.batched else result[0]
+        nested = [s[None] for s in result]  # the pipeline's [1, L, H] per input
         return nested if request.batched else nested[0]
 
 
