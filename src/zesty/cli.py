@@ -237,12 +237,12 @@ def optimize(ns: argparse.Namespace) -> int:
             measure_budget_s=ns.measure_seconds,
         )
         if getattr(model, "generative", False):
-            from zesty.compile import generation
+            from zesty.compile import generation, generation_table
 
             artifact, candidates = generation.compile_generative(
                 model, options, out=ns.out, quiet=ns.quiet
             )
-            table = generation.render_table
+            table = generation_table.render_table
         else:
             head = get_task(model.task).head_for(model)
             artifact, candidates = compile_model(model, head, options, out=ns.out, quiet=ns.quiet)

@@ -212,3 +212,16 @@ def test_background_compile_switches_mid_generation(tiny_causal, tmp_path, monke
     assert any(start == "torch" for *_, start, _ in results)  # served on both backends
     assert any(end == "onnx" for *_, end in results)
     assert after == want
+
+
+def test_optimize_cli_prints_every_generation_candidate(tiny_causal, tmp_path, capsys):
+    """`zesty optimize` on a causal LM: the table names each candidate with its verdict."""
+    from zesty.cli import main
+
+    out = tmp_path / "artifact"
+    argv = ["optimize", str(tiny_causal["gpt2"]), "--out", str(out), "--threads", "1"]
+    assert main([*argv, "--measure-seconds", "0.05"]) == 0
+    text = capsys.readouterr().out
+    for name in ("torch fp32", "fp32", "int8-block32", "int4-block32", "int8-head", "chosen"):
+        assert name in text, name
+    assert (out / "model.onnx").is_file() and (out / "manifest.json").is_file()
