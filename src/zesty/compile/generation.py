@@ -6,7 +6,8 @@ MatMulNBits, symmetric, block 32, int8 compute — `accuracy_level=4`), and `int
 body in fp32 and only the LM head in int8 (block 32, int8 compute), each row's top
 `RESCORE_TOP` approximate logits recomputed exactly in fp32 inside the graph
 (onnx_graph.build_decoder's `rescore_top`). The head is a third of GPT-2's weights and the
-largest single read of a decode step; rescoring keeps the greedy token fp32's. Embeddings
+largest single read of a decode step; rescoring keeps the greedy token fp32's whenever fp32's
+best token is among the approximate top `RESCORE_TOP` (the gate measures it). Embeddings
 stay fp32 (a gather reads one row per token; quantizing them saves disk, not time).
 
 Accuracy (teacher-forced, so one early disagreement does not cascade): for each validation
