@@ -56,7 +56,7 @@ def st_model(tiny_models):
     return load(tiny_models.get("bert", "base", sentence_transformer=True))
 
 
-def test_optimize_tries_every_candidate_and_writes_an_artifact(st_model):
+def test_optimize_tries_every_candidate_and_writes_an_artifact(st_model, capsys):
     artifact, candidates = compile_(st_model)
     names = [c.recipe.name for c in candidates]
     assert {
@@ -97,6 +97,16 @@ def test_optimize_tries_every_candidate_and_writes_an_artifact(st_model):
     assert {"torch", "transformers", "onnx", "onnxruntime"} <= set(m["versions"])
     assert len(m["candidates"]) == len(candidates)
     assert m["speed"]["reference"]["latency"]["b1_s16_ms"] > 0
+    # zesty optimize's table: every candidate, and each rejection's reason as a footnote
+    from zesty.compile.compiler import render_table
+
+    capsys.readouterr()
+    render_table(candidates, m)
+    text = capsys.readouterr().out
+    assert "reference" in text and "chosen" in text  # (cells fold at this width)
+    rejected = [c for c in candidates if c.reason]
+    for n, c in enumerate(rejected, 1):
+        assert f"[{n}] {c.recipe.name}: " in text
     # the same key again: straight from the cache, nothing rebuilt
     again, rebuilt = compile_(st_model)
     assert again.path == artifact.path and rebuilt == []

@@ -91,56 +91,45 @@ def compile_model(
 
 
 def render_table(candidates: list[Candidate], manifest: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from zesty.compile.table import DASH, print_candidates
 
     budget = manifest["accuracy"]["budget"]
     ref = manifest["speed"]["reference"]["latency"]
     metrics = " / ".join(budget)
-    table = Table(title=f"zesty optimize — {manifest['model']['id']} ({manifest['task']})")
-    for col in (
-        "recipe",
-        "b1×16 ms",
-        "b1×128 ms",
-        "b32×16 ms/item",
-        f"tune: {metrics}",
-        f"held-out: {metrics}",
-        "MB",
-        "verdict",
-    ):
-        table.add_column(col, overflow="fold")
-    table.add_row(
-        "torch fp32 (reference)",
-        f"{ref['b1_s16_ms']:.2f}",
-        f"{ref['b1_s128_ms']:.2f}",
-        f"{ref['b32_s16_ms_per_item']:.2f}",
-        "—",
-        "—",
-        "—",
-        "reference",
-    )
-    notes = []
 
     def fmt(m: dict) -> str:
-        return " / ".join(f"{m[k]:.4f}" for k in budget if k in m) or "—"
+        return " / ".join(f"{m[k]:.4f}" for k in budget if k in m) or DASH
 
+    rows = []
     for c in candidates:
         lat = c.latency
-        verdict = c.verdict
-        if c.reason:
-            notes.append(f"[{len(notes) + 1}] {c.recipe.name}: {c.reason}")
-            verdict += f" [{len(notes)}]"
-        table.add_row(
-            c.recipe.name,
-            f"{lat.b1_s16_ms:.2f}" if lat else "—",
-            f"{lat.b1_s128_ms:.2f}" if lat else "—",
-            f"{lat.b32_s16_ms_per_item:.2f}" if lat else "—",
+        cells = [
+            f"{lat.b1_s16_ms:.2f}" if lat else DASH,
+            f"{lat.b1_s128_ms:.2f}" if lat else DASH,
+            f"{lat.b32_s16_ms_per_item:.2f}" if lat else DASH,
             fmt(c.tune),
             fmt(c.held_out),
-            f"{c.size_bytes / 1e6:.1f}" if c.size_bytes else "—",
-            verdict,
-        )
-    console = Console(width=max(Console().width, 140))
-    console.print(table)
-    for note in notes:
-        console.print(note, highlight=False)
+            f"{c.size_bytes / 1e6:.1f}" if c.size_bytes else DASH,
+        ]
+        rows.append((c.recipe.name, cells, c.verdict, c.reason))
+    print_candidates(
+        f"zesty optimize — {manifest['model']['id']} ({manifest['task']})",
+        [
+            "b1×16 ms",
+            "b1×128 ms",
+            "b32×16 ms/item",
+            f"tune: {metrics}",
+            f"held-out: {metrics}",
+            "MB",
+        ],
+        [
+            f"{ref['b1_s16_ms']:.2f}",
+            f"{ref['b1_s128_ms']:.2f}",
+            f"{ref['b32_s16_ms_per_item']:.2f}",
+            DASH,
+            DASH,
+            DASH,
+        ],
+        rows,
+        width=140,
+    )
