@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import re
+
 import numpy as np
 import pytest
 
@@ -18,6 +21,24 @@ def test_minilm_embeddings_match_sentence_transformers(client_for, minilm_path):
     np.testing.assert_allclose(got, want, atol=SCORE_TOL)
     single = c.post("/models/sentence-transformers/all-MiniLM-L6-v2", json={"inputs": TEXTS[0]})
     np.testing.assert_allclose(np.array(single.json()), want[0], atol=SCORE_TOL)
+    # floats in their shortest float32 form (as TEI writes them), not float64's 17 digits, and
+    # the same float32 values; on every embedding route
+    for path, body in (
+        ("/", {"inputs": TEXTS}),
+        ("/embed", {"inputs": TEXTS}),
+        ("/v1/embeddings", {"input": TEXTS}),
+    ):
+        r = c.post(path, json=body)
+        assert r.status_code == 200, r.text
+        numbers = re.findall(r"-?\d+\.\d+(?:e-?\d+)?", r.text)
+        assert len(numbers) >= 384 * len(TEXTS)
+        digits = [n.split("e")[0].lstrip("-").replace(".", "").lstrip("0") for n in numbers]
+        assert max(len(d) for d in digits) <= 9, path  # float32 needs at most 9
+    # parsed back to float32, the values are the server's exactly (base64 carries its bytes)
+    floats = c.post("/v1/embeddings", json={"input": TEXTS[0]}).json()["data"][0]["embedding"]
+    raw = c.post("/v1/embeddings", json={"input": TEXTS[0], "encoding_format": "base64"}).json()
+    exact = np.frombuffer(base64.b64decode(raw["data"][0]["embedding"]), dtype="<f4")
+    np.testing.assert_array_equal(np.array(floats, dtype=np.float32), exact)
 
 
 def test_minilm_similarity_matches_sentence_transformers(client_for, minilm_path):

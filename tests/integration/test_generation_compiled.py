@@ -87,6 +87,7 @@ def test_int8_head_rescores_its_top_logits_exactly(arch, tiny_causal, tmp_path):
     import onnx
     import torch
 
+    from zesty.compile import recipes
     from zesty.compile.generation import RECIPES, RESCORE_TOP, build_candidate
     from zesty.generation.onnx_graph import build_decoder, graph_meta
     from zesty.generation.runner_onnx import OnnxCausalLM
@@ -100,6 +101,10 @@ def test_int8_head_rescores_its_top_logits_exactly(arch, tiny_causal, tmp_path):
     assert len(quantized) == 1 and "MatMul" in [n.op_type for n in nodes]
     n_out = next(a.i for a in quantized[0].attribute if a.name == "N")
     assert n_out == meta["vocab_size"]  # the head, not a body MatMul
+    with pytest.raises(ValueError, match="no MatMul node"):  # never a silent fp32 "int8" graph
+        recipes.quantize_blockwise(
+            fp32, tmp_path / "x" / "model.onnx", RECIPES["int8-head"], only=["lm_head_approx"]
+        )
     ids = list(range(3, 40))
     want = OnnxCausalLM(fp32, meta, threads=1).full_logits(ids)
     got = OnnxCausalLM(head, meta, threads=1).full_logits(ids)
@@ -107,6 +112,12 @@ def test_int8_head_rescores_its_top_logits_exactly(arch, tiny_causal, tmp_path):
     exact = (got - want).abs() <= HEAD_TOP_ATOL  # the rescored entries (and lucky others)
     assert (exact.sum(-1) >= RESCORE_TOP).all()
     assert exact.gather(-1, want.argmax(-1, keepdim=True)).all()
+    # the cap: no unrescored logit is above the rescored ones (whose lowest is at most the
+    # RESCORE_TOP-th largest exact entry)
+    neg = torch.tensor(float("-inf"))
+    tail_max = torch.where(exact, neg, got).max(-1).values
+    kth_exact = torch.where(exact, got, neg).topk(RESCORE_TOP, -1).values[:, -1]
+    assert (tail_max <= kth_exact).all()
     assert (got - want).abs().max() <= HEAD_TAIL_RTOL * want.abs().max()
 
 
