@@ -153,4 +153,4 @@ def test_no_deadline_outside_a_request():
     async def run() -> list[bytes]:
         return [chunk async for chunk in sse_response(events(), done=True).body_iterator]
 
-    assert asyncio.run(run()) == [b'data: {"a": 1}\n\n', b"data: [DONE]\n\n"]
+    assert asyncio.run(run()) == [b'data: {"a":1}\n\n', b"data: [DONE]\n\n"]

@@ -12,7 +12,6 @@ past it is cancelled (which cancels its generation) and ends with a `timeout` er
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
 
@@ -20,6 +19,7 @@ from fastapi.responses import StreamingResponse
 
 from zesty import context
 from zesty.errors import RequestTimeout, ZestyError
+from zesty.http.responses import dumps
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ DONE = b"data: [DONE]\n\n"
 
 
 def event(payload: object) -> bytes:
-    return b"data: " + json.dumps(payload, ensure_ascii=False).encode("utf-8") + b"\n\n"
+    return b"data: " + dumps(payload) + b"\n\n"  # the routes' JSON encoder (UTF-8, compact)
 
 
 def error_event(exc: BaseException) -> bytes:
