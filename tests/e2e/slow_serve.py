@@ -20,7 +20,7 @@ def install() -> None:
     delay = float(os.environ.get("ZESTY_TEST_FORWARD_S", "0"))
     poison = os.environ.get("ZESTY_TEST_POISON")
 
-    def forward(self, inputs, backlog=False):
+    def forward(self, inputs, narrow=False):
         if delay:
             time.sleep(delay)
         if poison is not None and (inputs["input_ids"] == int(poison)).any():

@@ -52,9 +52,9 @@ def gate(monkeypatch):
     event.set()
     real = torch_runner.TorchRunner.forward
 
-    def gated(self, inputs, backlog=False):
+    def gated(self, inputs, narrow=False):
         assert event.wait(30)
-        return real(self, inputs, backlog)
+        return real(self, inputs, narrow)
 
     monkeypatch.setattr(torch_runner.TorchRunner, "forward", gated)
     yield event

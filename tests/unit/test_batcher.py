@@ -12,6 +12,7 @@ import pytest
 from zesty.errors import ModelError
 from zesty.runtime.heads import Head
 from zesty.serving.batcher import Batcher, BatchStats, Encoded
+from zesty.serving.compute import ComputePool
 from zesty.settings import BatchSettings
 
 HEAD = Head("fake", "None", {"states": True, "pooled": False})
@@ -21,19 +22,20 @@ class FakeRunner:
     head = HEAD
     backend = "fake"
     input_names = ("input_ids", "attention_mask")
+    narrow_capable = False
 
     def __init__(self, gate: threading.Event | None = None, poison: int | None = None) -> None:
         self.batches: list[np.ndarray] = []
-        self.backlog_flags: list[bool] = []
+        self.narrow_flags: list[bool] = []
         self.gate = gate
         self.poison = poison
 
-    def forward(self, inputs, backlog=False):
+    def forward(self, inputs, narrow=False):
         if self.gate is not None:
             self.gate.wait(10)
         ids = inputs["input_ids"]
         self.batches.append(ids)
-        self.backlog_flags.append(backlog)
+        self.narrow_flags.append(narrow)
         if self.poison is not None and (ids == self.poison).any():
             raise RuntimeError("poisoned")
         mask = inputs["attention_mask"]
@@ -62,17 +64,70 @@ def test_outputs_are_unpadded_per_sequence():
     assert len(runner.batches) == 1
 
 
-def test_a_batch_with_work_queued_behind_it_runs_with_backlog():
-    """The runner hears `backlog` (throughput mode) exactly while sequences wait behind a batch."""
-    runner = FakeRunner()
-    out = asyncio.run(make(runner, max_batch_size=4).submit([seq(i, i) for i in range(1, 11)]))
-    assert len(out) == 10
-    assert [b.shape[0] for b in runner.batches] == [4, 4, 2]
-    assert runner.backlog_flags == [True, True, False]
-    # a lone request on an idle model runs in latency mode
-    idle = FakeRunner()
-    asyncio.run(make(idle).submit([seq(1)]))
-    assert idle.backlog_flags == [False]
+class LaneRunner(FakeRunner):
+    """Can run on one core; counts how many forwards overlap, and makes narrow ones meet."""
+
+    narrow_capable = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most = 0
+        self.meet = threading.Barrier(2, timeout=10)
+
+    def forward(self, inputs, narrow=False):
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            if narrow:
+                self.meet.wait()  # a second narrow batch must be running beside this one
+            return super().forward(inputs, narrow)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def make_pooled(runner, cores: int, **settings) -> Batcher:
+    return Batcher(
+        name="t",
+        runner=lambda: runner,
+        pad_id=0,
+        settings=BatchSettings(**settings),
+        executor=ComputePool(cores),
+    )
+
+
+def test_under_load_batches_run_side_by_side_one_per_core():
+    """A lone batch on an idle pool gets every core; with work waiting behind it, a runner
+    that can run on one core gets one batch in flight per core, each narrow."""
+    runner = LaneRunner()
+    batcher = make_pooled(runner, 2, max_batch_size=4)
+
+    async def scenario():
+        await batcher.submit([seq(1)])  # idle: wide (and the batcher learns the runner)
+        return await batcher.submit([seq(i, i) for i in range(1, 9)])
+
+    out = asyncio.run(scenario())
+    assert [int(o["pooled"]) for o in out] == [2 * i for i in range(1, 9)]
+    assert runner.narrow_flags == [False, True, True]
+    assert [b.shape[0] for b in runner.batches] == [1, 4, 4]
+    assert runner.most == 2
+
+
+def test_a_runner_without_a_one_core_mode_runs_one_batch_at_a_time():
+    runner = LaneRunner()
+    runner.narrow_capable = False
+    batcher = make_pooled(runner, 2, max_batch_size=2)
+
+    async def scenario():
+        await batcher.submit([seq(1)])
+        return await batcher.submit([seq(i) for i in range(1, 9)])
+
+    assert len(asyncio.run(scenario())) == 8
+    assert runner.most == 1 and not any(runner.narrow_flags)
+    assert [b.shape[0] for b in runner.batches] == [1, 2, 2, 2, 2]
 
 
 def test_requests_arriving_while_busy_form_one_batch():

@@ -49,12 +49,14 @@ class Probe:
         return not misses, "; ".join(misses)
 
 
-def run_all(runner, seqs: list[Encoded], pad_id: int, batch: int = 8) -> list[Outputs]:
+def run_all(
+    runner, seqs: list[Encoded], pad_id: int, batch: int = 8, narrow: bool = False
+) -> list[Outputs]:
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i].ids))
     results: dict[int, Outputs] = {}
     for start in range(0, len(order), batch):
         chunk = order[start : start + batch]
-        for i, o in zip(chunk, run_padded(runner, [seqs[i] for i in chunk], pad_id)):
+        for i, o in zip(chunk, run_padded(runner, [seqs[i] for i in chunk], pad_id, narrow)):
             results[i] = o
     return [results[i] for i in range(len(seqs))]
 

@@ -14,7 +14,7 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-GRID_VERSION = 2  # bump when the encoder candidate grid changes: cached artifacts are rebuilt
+GRID_VERSION = 3  # bump when the encoder candidate grid changes: cached artifacts are rebuilt
 
 # Architectures whose exported graphs ORT's BERT fusion patterns understand.
 _FUSION_MODEL_TYPES = {
@@ -99,7 +99,12 @@ def default_recipes(precision: str, target: str, threads: int) -> list[Recipe]:
 
 
 def fuse(exported: Path, out: Path, config) -> tuple[Path, dict[str, int]]:
-    """ORT transformer fusions (attention, layer norm, GELU, ...). Returns the fused op counts."""
+    """ORT transformer fusions (attention, layer norm, GELU, ...). Returns the fused op counts.
+
+    Residual adds and their LayerNormalization stay unfused in the saved graph: a session
+    fuses them into SkipLayerNormalization itself unless told not to, and whether that pays
+    depends on the threads (zesty.runtime.onnx_runner, "SkipLayerNormalization")."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     model_type = _FUSION_MODEL_TYPES.get(getattr(config, "model_type", ""))
@@ -107,8 +112,16 @@ def fuse(exported: Path, out: Path, config) -> tuple[Path, dict[str, int]]:
         raise ValueError(f"no transformer fusions for model type {config.model_type!r}")
     hidden = getattr(config, "hidden_size", None) or getattr(config, "dim", 0)
     heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_heads", 0)
+    options = FusionOptions(model_type)
+    options.enable_skip_layer_norm = False
+    options.enable_bias_skip_layer_norm = False
     optimized = optimize_model(
-        str(exported), model_type=model_type, num_heads=heads, hidden_size=hidden, opt_level=0
+        str(exported),
+        model_type=model_type,
+        num_heads=heads,
+        hidden_size=hidden,
+        optimization_options=options,
+        opt_level=0,
     )
     fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
     if not fused:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -22,6 +21,7 @@ from zesty.http.strict import BodyLimitMiddleware
 from zesty.models.reference import ModelSpec
 from zesty.serving.admission import Admission
 from zesty.serving.cache import LRUCache, ResponseCache
+from zesty.serving.compute import ComputePool
 from zesty.serving.manager import ModelManager
 from zesty.serving.model import ServedModel
 from zesty.settings import Settings
@@ -70,8 +70,9 @@ class TelemetryMiddleware:
 
 def create_app(settings: Settings, specs: list[ModelSpec]) -> FastAPI:
     specs = specs or [ModelSpec.embedded_default()]
-    # One compute thread for every model: forward passes never fight for the same cores.
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zesty-compute")
+    # One compute pool for every model: a worker per core, and forward passes never fight
+    # for the same cores (serving/compute.py)
+    executor = ComputePool(settings.model.threads)
     metrics = Metrics()
     response_cache = ResponseCache(int(settings.cache.response_cache_size))
     admission = Admission(settings.serving.max_concurrent_requests)

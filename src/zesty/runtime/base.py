@@ -21,12 +21,12 @@ class Runner(Protocol):
     backend: str
     #: model inputs this runner accepts, among input_ids / attention_mask / token_type_ids
     input_names: tuple[str, ...]
+    #: it can run a batch on one core (`forward(..., narrow=True)`), so the batcher may run
+    #: several batches side by side on the compute pool (zesty.serving.compute)
+    narrow_capable: bool
 
-    def forward(
-        self, inputs: dict[str, np.ndarray], backlog: bool = False
-    ) -> dict[str, np.ndarray]:
-        """`backlog`: more work is queued behind this batch (a backend may trade latency for
-        throughput; the ONNX CPU runner stops its threads spinning)."""
+    def forward(self, inputs: dict[str, np.ndarray], narrow: bool = False) -> dict[str, np.ndarray]:
+        """`narrow`: use one core only (the caller runs other batches on the other cores)."""
         ...
 
 

@@ -4,16 +4,24 @@ Thread settings are part of the recipe (intra-op = physical cores, one inter-op 
 sequential execution), never left to defaults. On CUDA, inputs and outputs go through IO
 binding so a batch makes one host->device copy each way.
 
-Spinning. ORT's intra-op threads spin-wait between the parallel sections of a run. Alone on
-the machine that is fastest (batch-1 p50 4.7 vs 5.9 ms for MiniLM int8 behind the server).
-Under load, the event loop needs CPU at the same time, the spinning threads steal it, and a
-parallel section waits on whichever thread was descheduled: with spinning off, MiniLM
-served 12% more requests/s at 32 clients (324 vs 290 req/s, four alternating 12 s rounds on
-the 2-core machine). So a CPU runner with more than one thread holds two sessions of the
-same graph, spinning and not, and the batcher picks per batch (`forward(..., backlog=...)`):
-the calm one when sequences are already waiting behind the batch. Measured that way: 301
-against 278 req/s (six alternating rounds). The cost is a second copy of the weights in
-memory.
+Two sessions on a multi-core CPU. The main session uses every core (intra-op threads =
+physical cores, spinning between parallel sections: fastest for a lone batch). Its one-thread
+twin serves `forward(..., narrow=True)`: under load the batcher runs one batch per core on the
+compute pool (zesty.serving.compute), which beats splitting every batch across the cores once
+anything else (the event loop, tokenization, a client) wants CPU too. Before the twin was
+single-threaded it was a non-spinning copy of the main session, chosen the same way: that was
+worth +8% at 32 clients; one-core lanes are worth more (docs/serving.md). The cost is a
+second copy of the weights in memory.
+
+SkipLayerNormalization. A session at level "all" fuses each residual Add + LayerNormalization
+into one SkipLayerNormalization node. ORT's CPU kernel for it is slow: 430 us against 79 us
+for Add, Add, LayerNormalization on a (6, 36, 384) fp32 input, one thread (ORT 1.32, the
+2-core EPYC). Single-threaded, the whole MiniLM int8 graph is 1.17-1.21x faster without the
+fusion at every batch shape tried (1x16 to 32x128 tokens). With two threads it is not: a
+1x16 batch takes 1.38 ms fused and 2.10 ms unfused, since every extra node is another
+parallel section to hand out. So the main session keeps the fusion and the one-thread twin
+disables it (`NARROW_DISABLED`); the compiler saves fused graphs with those nodes unfused
+(compile.recipes.fuse) and its accuracy gate scores both sessions.
 """
 
 from __future__ import annotations
@@ -25,14 +33,14 @@ import numpy as np
 from zesty.runtime.heads import Head
 
 GRAPH_LEVELS = {"disabled": 0, "basic": 1, "extended": 2, "all": 99}
+#: ORT graph optimizers the one-thread twin runs without (module docstring)
+NARROW_DISABLED = ("SkipLayerNormFusion",)
 
 
-def session_options(threads: int, graph_level: str = "all", spin: bool = True):
+def session_options(threads: int, graph_level: str = "all"):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    if not spin:
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -52,7 +60,7 @@ class OnnxRunner:
         threads: int,
         graph_level: str = "all",
         provider: str = "CPUExecutionProvider",
-        dual_spin: bool = False,
+        narrow_twin: bool = False,
     ) -> None:
         import onnxruntime as ort
 
@@ -61,22 +69,31 @@ class OnnxRunner:
         self.session = ort.InferenceSession(
             str(model_file), session_options(threads, graph_level), providers=[provider]
         )
-        self._calm = None  # the non-spinning twin, for batches under load (module docstring)
-        if dual_spin and threads > 1 and provider == "CPUExecutionProvider":
-            self._calm = ort.InferenceSession(
-                str(model_file), session_options(threads, graph_level, spin=False), [provider]
+        self._narrow = None  # the one-thread twin, for batches run side by side (docstring)
+        if narrow_twin and threads > 1 and provider == "CPUExecutionProvider":
+            self._narrow = ort.InferenceSession(
+                str(model_file),
+                session_options(1, graph_level),
+                [provider],
+                disabled_optimizers=list(NARROW_DISABLED),
             )
         self.input_names = tuple(i.name for i in self.session.get_inputs())
         self._outputs = list(head.outputs)
 
-    def forward(
-        self, inputs: dict[str, np.ndarray], backlog: bool = False
-    ) -> dict[str, np.ndarray]:
-        """Run a padded batch; `backlog` (more work is queued) selects the non-spinning session."""
+    @property
+    def narrow_capable(self) -> bool:
+        return self._narrow is not None
+
+    def release_narrow(self) -> None:
+        """Drop the one-thread twin (the compiler scores it, then times only the main one)."""
+        self._narrow = None
+
+    def forward(self, inputs: dict[str, np.ndarray], narrow: bool = False) -> dict[str, np.ndarray]:
+        """Run a padded batch; `narrow` selects the one-thread session (when there is one)."""
         feed = {name: inputs[name] for name in self.input_names}
         if self.provider == "CUDAExecutionProvider":
             return self._forward_bound(feed)
-        session = self._calm if backlog and self._calm is not None else self.session
+        session = self._narrow if narrow and self._narrow is not None else self.session
         values = session.run(self._outputs, feed)
         return {name: np.asarray(v, dtype=np.float32) for name, v in zip(self._outputs, values)}
 

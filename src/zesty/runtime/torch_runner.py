@@ -48,6 +48,7 @@ def load_pretrained(auto_class: str, path: Path, *, allow_pickle: bool, what: st
 
 class TorchRunner:
     backend = "torch"
+    narrow_capable = False  # torch's thread count is process-wide: one batch at a time
 
     def __init__(self, path: Path, head: Head, *, allow_pickle: bool = False) -> None:
         import torch
@@ -59,9 +60,7 @@ class TorchRunner:
         self.input_names = tuple(name for name in _MODEL_INPUTS if name in accepted)
         self._torch = torch
 
-    def forward(
-        self, inputs: dict[str, np.ndarray], backlog: bool = False
-    ) -> dict[str, np.ndarray]:
+    def forward(self, inputs: dict[str, np.ndarray], narrow: bool = False) -> dict[str, np.ndarray]:
         torch = self._torch
         feed = {k: torch.from_numpy(inputs[k]) for k in self.input_names if k in inputs}
         with torch.inference_mode():

@@ -5,8 +5,10 @@ window of waiting sequences (everything queued, up to a few batches' worth), sor
 length, cuts it into batches that respect `max_batch_size` and `max_batch_tokens` (padded
 tokens: sequences x longest), and runs the batch holding the oldest sequence, so similar
 lengths share a forward pass (little padding) and nobody starves. The forward pass runs on the
-shared compute executor, off the event loop. When the model is idle a request runs at once;
-when sequences were already waiting, a non-full batch may wait `max_batch_wait_ms` for more.
+shared compute pool, off the event loop. When the model is idle a request runs at once, on
+every core; when sequences were already waiting, a non-full batch may wait `max_batch_wait_ms`
+for more. Under load, a runner that can run on one core (`narrow_capable`) gets one batch in
+flight per core of the pool (zesty.serving.compute): lanes, each batch single-threaded.
 How the window is cut is `batch_plan`'s: the least estimated compute, padding included.
 A failing batch is retried item by item so one bad sequence fails alone; a caller that leaves
 (timeout, disconnect) has its sequences dropped before they run; the loop never dies.
@@ -28,6 +30,7 @@ import numpy as np
 from zesty.errors import ModelError
 from zesty.runtime.base import Runner
 from zesty.serving.batch_plan import plan
+from zesty.serving.compute import ComputePool
 from zesty.settings import BatchSettings
 
 log = logging.getLogger(__name__)
@@ -105,8 +108,14 @@ class Batcher:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._task: asyncio.Task | None = None
         self._window: list[_Pending] = []  # taken from the queue, not yet run
-        self.busy = False  # a forward pass is running
+        self._inflight: dict[asyncio.Task, bool] = {}  # forward passes running -> narrow?
+        self._narrow_ok = False  # the runner of the last batch can run on one core
         self._backlog = False  # sequences arrived while the last forward pass ran
+
+    @property
+    def busy(self) -> bool:
+        """A forward pass is running."""
+        return bool(self._inflight)
 
     @property
     def queue_size(self) -> int:
@@ -138,13 +147,15 @@ class Batcher:
         return outputs
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in [self._task, *self._inflight]:
+            if task is None:
+                continue
+            task.cancel()
             try:
-                await self._task
+                await task
             except asyncio.CancelledError:
                 pass
-            self._task = None
+        self._task = None
         for p in self._window:
             p.future.cancel()
         self._window.clear()
@@ -177,7 +188,8 @@ class Batcher:
 
     async def _collect(self) -> list[_Pending]:
         self._fill_window()
-        idle = not self._backlog  # nothing arrived during the last forward pass
+        # nothing arrived during the last forward pass, and none is running
+        idle = not self._backlog and not self._inflight
         while not self._live_window():
             item = await self._queue.get()
             if not item.future.done():
@@ -203,76 +215,93 @@ class Batcher:
         self._window = [p for p in window if id(p) not in chosen]
         return batch
 
+    def _lanes(self) -> int:
+        """How many batches may run at once: one per core while each runs on one core."""
+        pool = self._executor
+        if not isinstance(pool, ComputePool) or not self._narrow_ok:
+            return 1
+        return 1 if any(not narrow for narrow in self._inflight.values()) else pool.cores
+
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            while len(self._inflight) >= self._lanes():  # the window fills meanwhile
+                await asyncio.wait(list(self._inflight), return_when=asyncio.FIRST_COMPLETED)
             batch = await self._collect()
             batch = [p for p in batch if not p.future.done()]
             if not batch:
                 continue
-            self.busy = True
-            backlog = self.queue_size > 0  # more waits behind this batch: favour throughput
+            # alone on an idle pool: every core for this batch; else one core, side by side
+            narrow = self._lanes() > 1 and (
+                bool(self._inflight) or self.queue_size > 0 or self._executor.busy
+            )
+            task = loop.create_task(self._dispatch(batch, narrow))
+            self._inflight[task] = narrow
+            task.add_done_callback(self._inflight.pop)
+
+    async def _dispatch(self, batch: list[_Pending], narrow: bool) -> None:
+        pool = self._executor
+        submit = pool.submit_narrow if narrow and isinstance(pool, ComputePool) else pool.submit
+        try:
+            results, record = await asyncio.wrap_future(submit(self._run_safely, batch, narrow))
+        except asyncio.CancelledError:
+            for p in batch:
+                p.future.cancel()
+            raise
+        except Exception:  # noqa: BLE001 - serving must outlive any failure
+            log.exception("batch failed in %s", self.name)
+            err = ModelError("the model failed on this batch")
+            results, record = [err] * len(batch), None
+        finally:
+            self._backlog = self.queue_size > 0
+        for pending, result in zip(batch, results):
+            if pending.future.done():
+                continue
+            if isinstance(result, BaseException):
+                pending.future.set_exception(result)
+            else:
+                pending.future.set_result(result)
+        if record is not None and self.observer is not None:
             try:
-                results, record = await loop.run_in_executor(
-                    self._executor, self._run_safely, batch, backlog
-                )
-            except asyncio.CancelledError:
-                for p in batch:
-                    p.future.cancel()
-                raise
-            except Exception:  # noqa: BLE001 - the loop must outlive any failure
-                log.exception("batch failed in %s", self.name)
-                err = ModelError("the model failed on this batch")
-                results, record = [err] * len(batch), None
-            finally:
-                self.busy = False
-                self._backlog = self.queue_size > 0
-            for pending, result in zip(batch, results):
-                if pending.future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    pending.future.set_exception(result)
-                else:
-                    pending.future.set_result(result)
-            if record is not None and self.observer is not None:
-                try:
-                    self.observer.batch_done(record)
-                except Exception:  # noqa: BLE001 - metrics never break serving
-                    log.exception("batch observer failed")
+                self.observer.batch_done(record)
+            except Exception:  # noqa: BLE001 - metrics never break serving
+                log.exception("batch observer failed")
 
     # -- compute (executor thread) ------------------------------------------------------------
 
     def _run_safely(
-        self, batch: list[_Pending], backlog: bool = False
+        self, batch: list[_Pending], narrow: bool = False
     ) -> tuple[list[Outputs | BaseException], BatchRecord]:
         start = time.perf_counter()
         for p in batch:
             p.started = start
         lengths = [p.length for p in batch]
         record = BatchRecord(len(batch), sum(lengths), len(batch) * max(lengths), 0.0)
-        results = self._isolate(batch, backlog)
+        results = self._isolate(batch, narrow)
         record.forward_s = time.perf_counter() - start
         return results, record
 
-    def _isolate(self, batch: list[_Pending], backlog: bool) -> list[Outputs | BaseException]:
+    def _isolate(self, batch: list[_Pending], narrow: bool) -> list[Outputs | BaseException]:
         try:
-            return list(self._run([p.seq for p in batch], backlog))
+            return list(self._run([p.seq for p in batch], narrow))
         except Exception as exc:  # noqa: BLE001 - isolate the failing item below
             if len(batch) == 1:
                 log.exception("inference failed in %s", self.name)
                 return [ModelError(f"the model failed on this input: {type(exc).__name__}")]
             # one by one; a caller that left meanwhile is skipped (its result is never read)
             return [
-                self._isolate([p], backlog)[0] if not p.future.done() else ModelError("dropped")
+                self._isolate([p], narrow)[0] if not p.future.done() else ModelError("dropped")
                 for p in batch
             ]
 
-    def _run(self, seqs: list[Encoded], backlog: bool) -> list[Outputs]:
-        return run_padded(self._runner(), seqs, self._pad_id, backlog=backlog)
+    def _run(self, seqs: list[Encoded], narrow: bool) -> list[Outputs]:
+        runner = self._runner()
+        self._narrow_ok = runner.narrow_capable
+        return run_padded(runner, seqs, self._pad_id, narrow=narrow and self._narrow_ok)
 
 
 def run_padded(
-    runner: Runner, seqs: Sequence[Encoded], pad_id: int, backlog: bool = False
+    runner: Runner, seqs: Sequence[Encoded], pad_id: int, narrow: bool = False
 ) -> list[Outputs]:
     """Pad sequences into one batch, run it, and cut each output back to its sequence."""
     lengths = [int(s.ids.shape[0]) for s in seqs]
@@ -286,7 +315,7 @@ def run_padded(
         if s.type_ids is not None:
             types[i, : lengths[i]] = s.type_ids
     feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-    out = runner.forward(feed, backlog=backlog)
+    out = runner.forward(feed, narrow=narrow)
     per_token = runner.head.outputs
     return [
         {

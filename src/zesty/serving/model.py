@@ -79,7 +79,7 @@ class ServedModel:
             threads=threads,
             graph_level="basic" if recipe["graph"] == "basic" else "all",
             provider=recipe["provider"],
-            dual_spin=True,  # serving: a calm session for batches under load
+            narrow_twin=True,  # serving: one-core batches side by side under load
         )
         with self._lock:
             self._runners[head.name] = runner
