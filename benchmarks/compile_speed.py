@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 TARGETS = {"b1_s16_ms": 0.25, "b1_s128_ms": 0.60, "b32_s16_ms_per_item": 0.45}
@@ -58,24 +57,15 @@ def main() -> None:
     from zesty.compile.autotune import Options
     from zesty.compile.compiler import compile_model
     from zesty.compile.measure import SHAPES, measure_all
-    from zesty.models.reference import ModelSpec, resolve
+    from zesty.models.reference import ModelSpec
     from zesty.runtime.hardware import probe
     from zesty.runtime.onnx_runner import OnnxRunner
-    from zesty.serving.model import load_served_model
-    from zesty.settings import BatchSettings, physical_cores
+    from zesty.serving.model import load_reference_model
+    from zesty.settings import physical_cores
 
     threads = physical_cores()
     torch.set_num_threads(threads)
-    spec = ModelSpec.parse(args.model)
-    model = load_served_model(
-        spec.served_id,
-        resolve(spec),
-        task_override=None,
-        backend="torch",
-        allow_pickle=False,
-        batch_settings=BatchSettings(),
-        executor=ThreadPoolExecutor(1),
-    )
+    model = load_reference_model(ModelSpec.parse(args.model))
     head = model.default_head
     t0 = time.perf_counter()
     artifact, built = compile_model(model, head, Options(threads=threads), quiet=True)

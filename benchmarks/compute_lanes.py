@@ -48,21 +48,10 @@ def _burn(share: float, stop: mp.Event) -> None:
 def _artifact(cores: int):
     from zesty.compile.autotune import Options
     from zesty.compile.compiler import compile_model
-    from zesty.models.reference import ModelSpec, resolve
-    from zesty.serving.compute import ComputePool
-    from zesty.serving.model import load_served_model
-    from zesty.settings import BatchSettings
+    from zesty.models.reference import ModelSpec
+    from zesty.serving.model import load_reference_model
 
-    spec = ModelSpec.embedded_default()
-    model = load_served_model(
-        spec.served_id,
-        resolve(spec),
-        task_override=None,
-        backend="torch",
-        allow_pickle=False,
-        batch_settings=BatchSettings(),
-        executor=ComputePool(1),
-    )
+    model = load_reference_model(ModelSpec.embedded_default())
     artifact, _ = compile_model(model, model.default_head, Options(threads=cores), quiet=True)
     return artifact
 

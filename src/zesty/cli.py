@@ -189,16 +189,14 @@ def _add_optimize(sub) -> None:
 
 
 def optimize(ns: argparse.Namespace) -> int:
-    from concurrent.futures import ThreadPoolExecutor
-
     from zesty.compile.autotune import Options
     from zesty.compile.compiler import CompileFailed, compile_model, render_table
     from zesty.compile.export import ExportError
     from zesty.errors import ModelLoadError
-    from zesty.models.reference import ModelSpec, resolve
+    from zesty.models.reference import ModelSpec
     from zesty.runtime.hardware import cuda_available_in_ort
-    from zesty.serving.model import load_served_model
-    from zesty.settings import BatchSettings, physical_cores
+    from zesty.serving.model import load_reference_model
+    from zesty.settings import physical_cores
     from zesty.tasks.registry import get_task
 
     setup_logging("warning" if ns.quiet else "info", "text")
@@ -218,16 +216,7 @@ def optimize(ns: argparse.Namespace) -> int:
 
     torch.set_num_threads(threads)
     try:
-        resolved = resolve(spec, allow_pickle=ns.allow_pickle)
-        model = load_served_model(
-            spec.served_id,
-            resolved,
-            task_override=ns.task,
-            backend="torch",
-            allow_pickle=ns.allow_pickle,
-            batch_settings=BatchSettings(),
-            executor=ThreadPoolExecutor(1),
-        )
+        model = load_reference_model(spec, task=ns.task, allow_pickle=ns.allow_pickle)
         options = Options(
             target=target,
             precision=ns.precision,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,20 +25,10 @@ FAST = 0.02  # seconds of timing per shape: mechanics only, not speed
 
 
 def load(path: Path, task: str | None = None):
-    from zesty.models.reference import ModelSpec, resolve
-    from zesty.serving.model import load_served_model
-    from zesty.settings import BatchSettings
+    from zesty.models.reference import ModelSpec
+    from zesty.serving.model import load_reference_model
 
-    spec = ModelSpec.parse(f"m={path}")
-    return load_served_model(
-        "m",
-        resolve(spec),
-        task_override=task,
-        backend="torch",
-        allow_pickle=False,
-        batch_settings=BatchSettings(),
-        executor=ThreadPoolExecutor(1),
-    )
+    return load_reference_model(ModelSpec.parse(f"m={path}"), task=task)
 
 
 def options(**kw):

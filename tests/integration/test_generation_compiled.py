@@ -24,22 +24,10 @@ def options(**kw):
 
 
 def load(path):
-    from concurrent.futures import ThreadPoolExecutor
+    from zesty.models.reference import ModelSpec
+    from zesty.serving.model import load_reference_model
 
-    from zesty.models.reference import ModelSpec, resolve
-    from zesty.serving.model import load_served_model
-    from zesty.settings import BatchSettings
-
-    spec = ModelSpec.parse(f"m={path}")
-    return load_served_model(
-        "m",
-        resolve(spec),
-        task_override=None,
-        backend="torch",
-        allow_pickle=False,
-        batch_settings=BatchSettings(),
-        executor=ThreadPoolExecutor(1),
-    )
+    return load_reference_model(ModelSpec.parse(f"m={path}"))
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])

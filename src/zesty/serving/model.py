@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from zesty.errors import InvalidInput, ModelLoadError
-from zesty.models.reference import ResolvedModel
+from zesty.models.reference import ModelSpec, ResolvedModel, resolve
 from zesty.models.sentence_transformers import SentenceTransformerConfig, read_sentence_transformers
 from zesty.models.tokenizer import TextTokenizer
 from zesty.runtime.base import Runner, create_runner
 from zesty.runtime.heads import Head, head_of_architectures
 from zesty.serving.batcher import Batcher, BatchObserver
+from zesty.serving.compute import ComputePool
 from zesty.settings import BatchSettings
 
 # Architectures served by a later part of zesty (text generation), refused clearly for now.
@@ -146,6 +147,22 @@ class ServedModel:
             "max_input_length": self.tokenizer.max_length,
             "loaded_heads": sorted(self._runners),
         }
+
+
+def load_reference_model(
+    spec: ModelSpec, *, task: str | None = None, allow_pickle: bool = False
+) -> ServedModel:
+    """A model on the fp32 PyTorch reference backend outside a server, with a one-core compute
+    pool of its own: what `zesty optimize`, the benchmarks and the compiler tests start from."""
+    return load_served_model(
+        spec.served_id,
+        resolve(spec, allow_pickle=allow_pickle),
+        task_override=task,
+        backend="torch",
+        allow_pickle=allow_pickle,
+        batch_settings=BatchSettings(),
+        executor=ComputePool(1),
+    )
 
 
 def load_served_model(
