@@ -148,6 +148,35 @@ def test_requests_arriving_while_busy_form_one_batch():
     assert [b.shape[0] for b in runner.batches] == [1, 4]
 
 
+def test_callers_leaving_during_the_batch_wait_do_not_kill_the_loop():
+    """With --max-batch-wait-ms, every caller in the window may leave while it waits: the
+    same loop goes back to waiting and serves the next caller."""
+    gate = threading.Event()
+    runner = FakeRunner(gate)
+    batcher = make(runner, max_batch_wait_ms=100)
+
+    async def scenario():
+        first = asyncio.ensure_future(batcher.submit([seq(1)]))
+        await _wait_taken(batcher)
+        leaving = asyncio.ensure_future(batcher.submit([seq(2)]))  # waits behind the first
+        await asyncio.sleep(0)
+        gate.set()
+        await first
+        await asyncio.sleep(0.02)  # the loop now holds `leaving` in its 100 ms wait
+        leaving.cancel()
+        loop_task = batcher._task
+        await asyncio.sleep(0.2)  # past the wait, with nothing left in the window
+        assert not loop_task.done()  # it died of an empty window before (ValueError)
+        out = await asyncio.wait_for(batcher.submit([seq(3)]), 5)
+        assert batcher._task is loop_task
+        await batcher.close()
+        return out
+
+    out = asyncio.run(scenario())
+    assert int(out[0]["pooled"]) == 3
+    assert all(2 not in b for b in runner.batches)
+
+
 def test_token_budget_and_size_cap_split_batches():
     runner = FakeRunner()
     asyncio.run(make(runner, max_batch_size=3).submit([seq(1)] * 7))

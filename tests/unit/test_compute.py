@@ -76,6 +76,25 @@ def test_a_waiting_wide_job_goes_before_later_narrow_ones():
     pool.shutdown()
 
 
+def test_jobs_take_cores_in_arrival_order():
+    """On 3 cores a narrow job waiting behind a running wide one goes before a wide job that
+    arrived after it: a stream of wide jobs cannot shut narrow ones out."""
+    pool = ComputePool(3)
+    probe = Probe()
+    release = threading.Event()
+    first = pool.submit(probe.job("wide-a", release))
+    _started(probe, "wide-a")
+    narrow = pool.submit_narrow(probe.job("narrow"))
+    time.sleep(0.05)
+    second = pool.submit(probe.job("wide-b"))
+    time.sleep(0.05)
+    release.set()
+    for f in (first, narrow, second):
+        f.result(10)
+    assert probe.order == ["wide-a", "narrow", "wide-b"]
+    pool.shutdown()
+
+
 def test_one_core_pool_runs_everything_in_turn():
     pool = ComputePool(1)
     probe = Probe()

@@ -32,6 +32,15 @@ DEFAULT_BUDGETS: dict[str, dict[str, float]] = {
 
 Scorer = Callable[[list[Outputs], list[Outputs]], dict[str, float]]
 
+#: metrics where a lower value is better (all others: higher is better)
+LOWER_IS_BETTER = frozenset({"max_abs_dprob"})
+
+
+def worst(scores: list[dict[str, float]]) -> dict[str, float]:
+    """Each metric's worse value over several runs of one candidate (e.g. its two sessions)."""
+    pick = {True: max, False: min}
+    return {name: pick[name in LOWER_IS_BETTER](s[name] for s in scores) for name in scores[0]}
+
 
 @dataclass
 class Probe:

@@ -128,17 +128,16 @@ class Autotuner:
     def _score(self, runner) -> tuple[dict[str, float], dict[str, float]]:
         """Tune and held-out metrics of what serving will run. A CPU runner with more than
         one thread also serves from a one-thread twin that fuses differently (onnx_runner.py):
-        both are scored and the candidate gets the worse (by the budget's error) of the two."""
+        both are scored and each metric keeps the worse of the two sessions' values."""
         tune, held = self._outputs(runner)
-        scores = [(self.probe.score(self.ref_tune, tune), self.probe.score(self.ref_held, held))]
+        tune_scores = [self.probe.score(self.ref_tune, tune)]
+        held_scores = [self.probe.score(self.ref_held, held)]
         if runner.narrow_capable:
             tune, held = self._outputs(runner, narrow=True)
-            scores.append(
-                (self.probe.score(self.ref_tune, tune), self.probe.score(self.ref_held, held))
-            )
+            tune_scores.append(self.probe.score(self.ref_tune, tune))
+            held_scores.append(self.probe.score(self.ref_held, held))
             runner.release_narrow()
-        budget = self.probe.budget
-        return max(scores, key=lambda pair: _error(pair[0], budget))
+        return acc.worst(tune_scores), acc.worst(held_scores)
 
     def run(self) -> tuple[list[Candidate], dict]:
         t0 = time.perf_counter()

@@ -21,7 +21,8 @@ fusion at every batch shape tried (1x16 to 32x128 tokens). With two threads it i
 1x16 batch takes 1.38 ms fused and 2.10 ms unfused, since every extra node is another
 parallel section to hand out. So the main session keeps the fusion and the one-thread twin
 disables it (`NARROW_DISABLED`); the compiler saves fused graphs with those nodes unfused
-(compile.recipes.fuse) and its accuracy gate scores both sessions.
+(compile.recipes.fuse) and its accuracy gate scores both sessions (the worse value of each
+metric counts).
 """
 
 from __future__ import annotations

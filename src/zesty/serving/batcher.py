@@ -155,6 +155,8 @@ class Batcher:
                 await task
             except asyncio.CancelledError:
                 pass
+            except Exception:  # noqa: BLE001 - close everything whatever a task died of
+                log.exception("batcher task failed in %s", self.name)
         self._task = None
         for p in self._window:
             p.future.cancel()
@@ -187,6 +189,12 @@ class Batcher:
         return [ordered[start:end] for start, end in runs]
 
     async def _collect(self) -> list[_Pending]:
+        while True:  # until a batch is left: every caller in the window may leave meanwhile
+            batch = await self._collect_once()
+            if batch:
+                return batch
+
+    async def _collect_once(self) -> list[_Pending]:
         self._fill_window()
         # nothing arrived during the last forward pass, and none is running
         idle = not self._backlog and not self._inflight
@@ -209,6 +217,8 @@ class Batcher:
                 if not item.future.done():
                     self._window.append(item)
         window = self._live_window()
+        if not window:
+            return []
         oldest = min(window, key=lambda p: p.enqueued)
         batch = next(b for b in self._partition(window) if any(p is oldest for p in b))
         chosen = {id(p) for p in batch}

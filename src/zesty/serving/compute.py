@@ -11,13 +11,15 @@ Measured on the 2-core machine, MiniLM int8, batches of 16 of 8-64 tokens
 (`benchmarks/compute_lanes.py`): two narrow lanes beat one wide spinning session with a
 competing process on the cores, and match it alone; docs/serving.md has the numbers.
 
-Two models never fight for the same cores: a wide job waits until every core is free, and a
-narrow job waits behind a wide job that is already waiting (no starvation either way).
+Two models never fight for the same cores: a wide job waits until every core is free. Jobs
+take cores in the order they arrived (a narrow job never overtakes a waiting wide one, nor a
+wide job a waiting narrow one), so neither kind starves, whatever the number of cores.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
@@ -31,7 +33,7 @@ class ComputePool(Executor):
         self._pool = ThreadPoolExecutor(self.cores, thread_name_prefix="zesty-compute")
         self._cond = threading.Condition()
         self._free = self.cores  # cores not held by a running job
-        self._wide_waiting = 0
+        self._waiting: deque[object] = deque()  # tickets of jobs waiting for cores, in order
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         return self._pool.submit(self._hold, self.cores, fn, args, kwargs)
@@ -42,23 +44,19 @@ class ComputePool(Executor):
     @property
     def busy(self) -> bool:
         """Some job holds a core right now (read without the lock: a hint for scheduling)."""
-        return self._free < self.cores or self._wide_waiting > 0
+        return self._free < self.cores or bool(self._waiting)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
 
     def _hold(self, width: int, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
-        wide = width == self.cores and self.cores > 1
+        ticket = object()
         with self._cond:
-            if wide:
-                self._wide_waiting += 1
-                try:
-                    self._cond.wait_for(lambda: self._free == self.cores)
-                finally:
-                    self._wide_waiting -= 1
-            else:
-                self._cond.wait_for(lambda: self._free >= width and not self._wide_waiting)
+            self._waiting.append(ticket)
+            self._cond.wait_for(lambda: self._waiting[0] is ticket and self._free >= width)
+            self._waiting.popleft()
             self._free -= width
+            self._cond.notify_all()  # the next in line may fit beside this job
         try:
             return fn(*args, **kwargs)
         finally:
