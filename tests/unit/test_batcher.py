@@ -156,11 +156,7 @@ def test_callers_leaving_during_the_batch_wait_do_not_kill_the_loop():
     batcher = make(runner, max_batch_wait_ms=100)
 
     async def scenario():
-        first = asyncio.ensure_future(batcher.submit([seq(1)]))
-        await _wait_taken(batcher)
-        leaving = asyncio.ensure_future(batcher.submit([seq(2)]))  # waits behind the first
-        await asyncio.sleep(0)
-        gate.set()
+        first, leaving = await _queued_behind_a_running_batch(batcher, gate, 2)
         await first
         await asyncio.sleep(0.02)  # the loop now holds `leaving` in its 100 ms wait
         leaving.cancel()
@@ -242,6 +238,17 @@ async def _wait_taken(batcher: Batcher) -> None:
         await asyncio.sleep(0)
 
 
+async def _queued_behind_a_running_batch(batcher: Batcher, gate: threading.Event, *ids: int):
+    """A first request whose forward pass is held, `ids` queued behind it, then the gate
+    opened: the consumer finds the second waiting (traffic flows), so it may wait for more."""
+    first = asyncio.ensure_future(batcher.submit([seq(1)]))
+    await _wait_taken(batcher)
+    second = asyncio.ensure_future(batcher.submit([seq(*ids)]))
+    await asyncio.sleep(0)
+    gate.set()
+    return first, second
+
+
 def test_a_window_is_grouped_by_length_oldest_first():
     gate = threading.Event()
     runner = FakeRunner(gate)
@@ -319,11 +326,7 @@ def test_a_busy_model_waits_up_to_max_batch_wait_to_fill_a_batch():
     batcher = make(runner, max_batch_wait_ms=200)
 
     async def scenario():
-        first = asyncio.ensure_future(batcher.submit([seq(1)]))
-        await _wait_taken(batcher)
-        early = asyncio.ensure_future(batcher.submit([seq(2)]))
-        await asyncio.sleep(0)
-        gate.set()  # the consumer now finds `early` waiting: traffic, so it may wait
+        first, early = await _queued_behind_a_running_batch(batcher, gate, 2)
         await asyncio.sleep(0.05)
         late = asyncio.ensure_future(batcher.submit([seq(3)]))  # within the 200 ms window
         await asyncio.gather(first, early, late)

@@ -95,41 +95,22 @@ def render_table(candidates: list[Candidate], manifest: dict) -> None:
 
     budget = manifest["accuracy"]["budget"]
     ref = manifest["speed"]["reference"]["latency"]
-    metrics = " / ".join(budget)
+    shapes = ("b1_s16_ms", "b1_s128_ms", "b32_s16_ms_per_item")
 
-    def fmt(m: dict) -> str:
+    def speed(c: Candidate) -> list[str]:
+        lat = c.latency.as_dict() if c.latency else {}
+        return [f"{lat[k]:.2f}" if k in lat else DASH for k in shapes]
+
+    def accuracy(m: dict) -> str:
         return " / ".join(f"{m[k]:.4f}" for k in budget if k in m) or DASH
 
-    rows = []
-    for c in candidates:
-        lat = c.latency
-        cells = [
-            f"{lat.b1_s16_ms:.2f}" if lat else DASH,
-            f"{lat.b1_s128_ms:.2f}" if lat else DASH,
-            f"{lat.b32_s16_ms_per_item:.2f}" if lat else DASH,
-            fmt(c.tune),
-            fmt(c.held_out),
-            f"{c.size_bytes / 1e6:.1f}" if c.size_bytes else DASH,
-        ]
-        rows.append((c.recipe.name, cells, c.verdict, c.reason))
     print_candidates(
         f"zesty optimize — {manifest['model']['id']} ({manifest['task']})",
-        [
-            "b1×16 ms",
-            "b1×128 ms",
-            "b32×16 ms/item",
-            f"tune: {metrics}",
-            f"held-out: {metrics}",
-            "MB",
-        ],
-        [
-            f"{ref['b1_s16_ms']:.2f}",
-            f"{ref['b1_s128_ms']:.2f}",
-            f"{ref['b32_s16_ms_per_item']:.2f}",
-            DASH,
-            DASH,
-            DASH,
-        ],
-        rows,
+        ["b1×16 ms", "b1×128 ms", "b32×16 ms/item"],
+        " / ".join(budget),
+        [f"{ref[k]:.2f}" for k in shapes],
+        candidates,
+        speed,
+        accuracy,
         width=140,
     )

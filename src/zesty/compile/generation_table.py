@@ -10,29 +10,19 @@ from zesty.compile.table import DASH, print_candidates
 def render_table(candidates: list[GenCandidate], manifest: dict) -> None:
     ref = manifest["speed"]["reference"]["tokens_per_s"]
 
-    def fmt(m: dict) -> str:
+    def speed(c: GenCandidate) -> list[str]:
+        tps = c.tokens_per_s
+        return [f"{tps['b1']:.1f}", f"{tps['b16']:.1f}"] if tps else [DASH, DASH]
+
+    def accuracy(m: dict) -> str:
         return f"{m['greedy_agreement']:.3f} / {m['kl']:.4f}" if m else DASH
 
-    rows = []
-    for c in candidates:
-        tps = c.tokens_per_s
-        cells = [
-            f"{tps['b1']:.1f}" if tps else DASH,
-            f"{tps['b16']:.1f}" if tps else DASH,
-            fmt(c.tune),
-            fmt(c.held_out),
-            f"{c.size_bytes / 1e6:.1f}" if c.size_bytes else DASH,
-        ]
-        rows.append((c.recipe.name, cells, c.verdict, c.reason))
     print_candidates(
         f"zesty optimize — {manifest['model']['id']} (text-generation)",
-        [
-            "decode b1 tok/s",
-            "decode b16 tok/s",
-            "tune: agreement / KL",
-            "held-out: agreement / KL",
-            "MB",
-        ],
-        [f"{ref['b1']:.1f}", f"{ref['b16']:.1f}", DASH, DASH, DASH],
-        rows,
+        ["decode b1 tok/s", "decode b16 tok/s"],
+        "agreement / KL",
+        [f"{ref['b1']:.1f}", f"{ref['b16']:.1f}"],
+        candidates,
+        speed,
+        accuracy,
     )

@@ -2,7 +2,8 @@
 
 `engine.generate(request)` is an async iterator of `TokenEvent`s. One background task runs
 the step loop: `schedule()` on the event loop (cheap bookkeeping), the forward pass and the
-sampling in the compute thread (off the loop, shared with every other model), then
+sampling as a wide job on the compute pool (off the loop, every core, shared with every
+other model: zesty.serving.compute), then
 `update_from_output()`, detokenization and stop matching back on the loop, which push each
 new token to its request's queue. Requests join and leave the running batch at every step.
 
@@ -270,7 +271,7 @@ class Engine:
         )
 
     def _compute(self, output: SchedulerOutput, rows: list[tuple[int, SampleRow]], live: set):
-        """In the compute thread: the forward pass and the sampling."""
+        """On the compute pool: the forward pass and the sampling."""
         retain = getattr(self.runner, "retain", None)
         if retain is not None:  # slots freed since the last step hold nothing worth keeping
             retain(live)
