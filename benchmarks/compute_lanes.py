@@ -4,7 +4,9 @@ Runs the compiled graph zesty serves for all-MiniLM-L6-v2 (compiled or taken fro
 artifact cache) on batches of 16 sentences of 8-64 tokens, closed loop, in one process, and
 compares, in alternating rounds of the same run:
 
-- `wide`: one session with one intra-op thread per core, spinning (zesty's lone-batch mode);
+- `wide`: one session with one intra-op thread per core, spinning, with ORT's
+  SkipLayerNormalization fusion (zesty's lone-batch mode until benchmarks/skip_layernorm.py
+  showed the fusion costs on two threads too);
 - `wide-calm`: the same with spinning off (zesty's under-load mode before lanes);
 - `lanes-fused`: one caller thread per core, each on a one-thread session that fuses residual
   Add + LayerNormalization into SkipLayerNormalization (as the main session does);
@@ -59,7 +61,7 @@ def _artifact(cores: int):
 def _sessions(model_file: Path, variant: str, cores: int) -> list:
     import onnxruntime as ort
 
-    from zesty.runtime.onnx_runner import NARROW_DISABLED, session_options
+    from zesty.runtime.onnx_runner import CPU_DISABLED, session_options
 
     def make(threads: int, spin: bool = True, disabled=()):
         opts = session_options(threads)
@@ -73,7 +75,7 @@ def _sessions(model_file: Path, variant: str, cores: int) -> list:
         return [make(cores)]
     if variant == "wide-calm":
         return [make(cores, spin=False)]
-    one = make(1, disabled=NARROW_DISABLED if variant == "lanes" else ())
+    one = make(1, disabled=CPU_DISABLED if variant == "lanes" else ())
     return [one] * cores
 
 

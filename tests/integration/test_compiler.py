@@ -17,8 +17,8 @@ from tests.reference import TEXTS
 
 #: compiled fp32 graphs vs the torch reference (same math, different kernels)
 FP32_TOL = 1e-4
-#: a graph's one-thread twin vs its main session: the twin leaves residual Add+LayerNorm
-#: unfused (onnx_runner.py), so fp32 sums round differently
+#: a graph's one-thread twin vs its main session: the threads split reductions differently,
+#: so fp32 sums may round differently
 TWIN_TOL = 1e-5
 
 FAST = 0.02  # seconds of timing per shape: mechanics only, not speed

@@ -14,15 +14,14 @@ worth +8% at 32 clients; one-core lanes are worth more (docs/serving.md). The co
 second copy of the weights in memory.
 
 SkipLayerNormalization. A session at level "all" fuses each residual Add + LayerNormalization
-into one SkipLayerNormalization node. ORT's CPU kernel for it is slow: 430 us against 79 us
+into one SkipLayerNormalization node. ORT's CPU kernel for it is slow: 417 us against 77 us
 for Add, Add, LayerNormalization on a (6, 36, 384) fp32 input, one thread (ORT 1.32, the
-2-core EPYC). Single-threaded, the whole MiniLM int8 graph is 1.17-1.21x faster without the
-fusion at every batch shape tried (1x16 to 32x128 tokens). With two threads it is not: a
-1x16 batch takes 1.38 ms fused and 2.10 ms unfused, since every extra node is another
-parallel section to hand out. So the main session keeps the fusion and the one-thread twin
-disables it (`NARROW_DISABLED`); the compiler saves fused graphs with those nodes unfused
-(compile.recipes.fuse) and its accuracy gate scores both sessions (the worse value of each
-metric counts).
+2-core EPYC), and the whole MiniLM int8 graph is 1.15-1.35x faster without the fusion at
+every batch shape from 1x16 to 32x128 tokens, on one thread and on two
+(`benchmarks/skip_layernorm.py`, `benchmarks/results/skip_layernorm.json`). So CPU sessions
+run without it (`CPU_DISABLED`), and the compiler saves fused graphs with those nodes unfused
+(compile.recipes.fuse). CUDA sessions keep it. The two sessions then differ only in their
+threads; the accuracy gate scores both anyway (the worse value of each metric counts).
 """
 
 from __future__ import annotations
@@ -34,8 +33,8 @@ import numpy as np
 from zesty.runtime.heads import Head
 
 GRAPH_LEVELS = {"disabled": 0, "basic": 1, "extended": 2, "all": 99}
-#: ORT graph optimizers the one-thread twin runs without (module docstring)
-NARROW_DISABLED = ("SkipLayerNormFusion",)
+#: ORT graph optimizers CPU sessions run without (module docstring)
+CPU_DISABLED = ("SkipLayerNormFusion",)
 
 
 def session_options(threads: int, graph_level: str = "all"):
@@ -67,17 +66,19 @@ class OnnxRunner:
 
         self.head = head
         self.provider = provider
-        self.session = ort.InferenceSession(
-            str(model_file), session_options(threads, graph_level), providers=[provider]
-        )
-        self._narrow = None  # the one-thread twin, for batches run side by side (docstring)
-        if narrow_twin and threads > 1 and provider == "CPUExecutionProvider":
-            self._narrow = ort.InferenceSession(
-                str(model_file),
-                session_options(1, graph_level),
-                [provider],
-                disabled_optimizers=list(NARROW_DISABLED),
+        cpu = provider == "CPUExecutionProvider"
+        disabled = list(CPU_DISABLED) if cpu else []
+
+        def session(n: int):
+            opts = session_options(n, graph_level)
+            return ort.InferenceSession(
+                str(model_file), opts, [provider], disabled_optimizers=disabled
             )
+
+        self.session = session(threads)
+        self._narrow = None  # the one-thread twin, for batches run side by side (docstring)
+        if narrow_twin and threads > 1 and cpu:
+            self._narrow = session(1)
         self.input_names = tuple(i.name for i in self.session.get_inputs())
         self._outputs = list(head.outputs)
 
