@@ -35,7 +35,14 @@ def test_options_are_checked():
         "generate-gpt2": (1, 4, 16),
         "generate-smollm2": (1, 4, 16),
     }
-    for bad in (["nope"], ["--against", "vllm"], ["--clients", "0"], ["--clients", "a"]):
+    assert full.rounds == 1 and config_from(_parse("--rounds", "3"), []).rounds == 3
+    for bad in (
+        ["nope"],
+        ["--against", "vllm"],
+        ["--clients", "0"],
+        ["--clients", "a"],
+        ["--rounds", "0"],
+    ):
         with pytest.raises(ValueError):
             config_from(_parse(*bad), [])
 

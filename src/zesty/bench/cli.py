@@ -63,6 +63,15 @@ def add_parser(sub) -> None:
         help="seconds per measurement point (default 10; --quick 2)",
     )
     p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run the targets N times in turn (A, B, A, B, ...; a fresh server each round) "
+        "and report each point's median round, every round's value beside it (default 1; "
+        "use 3 on a shared, noisy machine)",
+    )
+    p.add_argument(
         "--warmup",
         type=float,
         default=None,
@@ -137,6 +146,8 @@ def config_from(ns: argparse.Namespace, argv: list[str] | None = None):
     warmup = ns.warmup if ns.warmup is not None else (0.5 if ns.quick else 3.0)
     if duration <= 0:
         raise ValueError("--duration must be positive")
+    if ns.rounds < 1:
+        raise ValueError(f"--rounds must be at least 1, got {ns.rounds}")
     model_dirs = {}
     for item in ns.model:
         name, sep, path = item.partition("=")
@@ -155,6 +166,7 @@ def config_from(ns: argparse.Namespace, argv: list[str] | None = None):
         measure_ceilings=not ns.no_ceilings,
         warmup=warmup,
         texts_per_point=400 if ns.quick else 6000,
+        rounds=ns.rounds,
         command="zesty bench " + shlex.join(argv if argv is not None else sys.argv[2:]),
         model_dirs=model_dirs,
     )

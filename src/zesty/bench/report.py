@@ -68,7 +68,13 @@ def markdown(result: dict, charts: dict[str, dict[str, Path]], image_prefix: str
         f"after {m.get('load_average_after')}.",
         "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
         f"Clients: {_clients(c['clients'])}. {c['duration_s']} s per point after a {c['warmup_s']} s "
-        f"warm-up{' (quick mode: tiny models, numbers not meaningful)' if c['quick'] else ''}.",
+        f"warm-up{' (quick mode: tiny models, numbers not meaningful)' if c['quick'] else ''}"
+        + (
+            f"; {c['rounds']} rounds (targets in turn, a fresh server each round): each value "
+            "is the median round's, the rounds' values in brackets."
+            if c.get("rounds", 1) > 1
+            else "."
+        ),
     ]
     ceil = result.get("ceilings") or {}
     if ceil:
@@ -106,7 +112,7 @@ def _workload_md(name: str, wres: dict, charts: dict, prefix: str) -> list[str]:
                 f"- `{tname}` ({rec.get('label')}): **could not run**: {_one_line(rec['error'])}"
             )
             continue
-        cells = [_f(value(rec, c, key)) for c in clients]
+        cells = [_cell(rec, c, key) for c in clients]
         lat = "ttft_ms" if kind == "generate" else "latency_ms"
         p1 = (rec["points"].get("1") or {}).get(lat)
         ph = (rec["points"].get(str(s["headline_clients"])) or {}).get(lat)
@@ -189,6 +195,16 @@ def _workload_md(name: str, wres: dict, charts: dict, prefix: str) -> list[str]:
         out.append("")
         out += [f"![{name} {k}]({prefix}{p.name})" for k, p in charts.items()]
     return out
+
+
+def _cell(rec: dict, clients: int, key: str) -> str:
+    """A point's value, with every round's in brackets when there were several."""
+    point = (rec.get("points") or {}).get(str(clients)) or {}
+    rounds = point.get("rounds") or []
+    text = _f(point.get(key))
+    if len(rounds) > 1:
+        text += " (" + ", ".join(_f(r) for r in rounds) + ")"
+    return text
 
 
 def _one_line(text: str, limit: int = 400) -> str:

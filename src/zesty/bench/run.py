@@ -5,6 +5,11 @@ at the workload's headline client count, then one measurement per client count (
 steps only at the headline count), each with texts no other point of that target uses; the
 same texts go to every target. Every point records the server's and the client's CPU time
 and the CPU other processes took meanwhile, so a disturbed measurement is visible.
+
+With `--rounds N` the whole list of targets runs N times in turn (A, B, A, B, ...; each
+round a fresh server, so no cache carries over), and each point reports the round with the
+median value, every round's value beside it (`rounds`): on a shared machine the ratio of
+two medians moves less than the ratio of two single runs.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class BenchConfig:
     measure_ceilings: bool = True
     warmup: float = 3.0
     texts_per_point: int = 6000
+    rounds: int = 1
     command: str = ""
     model_dirs: dict[str, Path] = field(default_factory=dict)
 
@@ -64,6 +70,7 @@ class Bench:
                 "warmup_s": cfg.warmup,
                 "quick": cfg.quick,
                 "url": cfg.url,
+                "rounds": cfg.rounds,
             },
         }
         t0 = time.monotonic()
@@ -116,9 +123,16 @@ class Bench:
             "goals": w.goals,
             "targets": {},
         }
-        for t in tlist:
-            plan = [headline] if t.name.startswith("abl-") else clients
-            out["targets"][t.name] = self.target(t, w, texts, plan, weights, headline)
+        runs: dict[str, list[dict]] = {t.name: [] for t in tlist}
+        for n in range(cfg.rounds):
+            if cfg.rounds > 1:
+                self.ui.log(f"{w.name}: round {n + 1} of {cfg.rounds}")
+            for t in tlist:
+                plan = [headline] if t.name.startswith("abl-") else clients
+                runs[t.name].append(self.target(t, w, texts, plan, weights, headline))
+        key = "tokens_per_s" if w.kind == "generate" else "throughput_rps"
+        for name, recs in runs.items():
+            out["targets"][name] = merge_rounds(recs, key)
         return out
 
     def target(self, t: Target, w: Workload, texts, plan, weights, headline) -> dict:
@@ -222,6 +236,41 @@ class Bench:
             return {"bound": round(bound, 2), "unit": "req/s", "fraction": _frac(p, bound)}
         bound = ceilings.decode_roofline_tps(self.ceilings, weights, clients)
         return {"bound": round(bound, 2), "unit": "tokens/s", "fraction": _frac(p, bound)}
+
+
+def merge_rounds(recs: list[dict], key: str) -> dict:
+    """One target's record from its rounds: per point, the round with the median `key` (the
+    lower middle for an even count), with every round's value in `rounds`. A round that
+    failed is listed in `round_errors`; the others still count."""
+    if len(recs) == 1:
+        return recs[0]
+    ok = [r for r in recs if "error" not in r]
+    merged = dict(ok[0] if ok else recs[-1])
+    errors = [r["error"] for r in recs if "error" in r]
+    if errors:
+        merged["round_errors"] = errors
+    if not ok:
+        return merged
+    merged.pop("error", None)
+    points: dict = {}
+    for c in ok[0].get("points", {}):
+        merged_point = _median_round([r["points"][c] for r in ok if c in r.get("points", {})], key)
+        if merged_point is not None:
+            points[c] = merged_point
+    merged["points"] = points
+    repeats = _median_round([r["repeats_30pct"] for r in ok if "repeats_30pct" in r], key)
+    if repeats is not None:
+        merged["repeats_30pct"] = repeats
+    return merged
+
+
+def _median_round(points: list[dict], key: str) -> dict | None:
+    if not points:
+        return None
+    ranked = sorted(points, key=lambda p: p.get(key) or 0.0)
+    chosen = dict(ranked[(len(ranked) - 1) // 2])
+    chosen["rounds"] = [p.get(key) for p in points]
+    return chosen
 
 
 def _frac(p: dict, bound: float) -> float:
