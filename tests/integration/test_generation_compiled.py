@@ -40,12 +40,13 @@ def test_compile_gates_candidates_and_caches_the_artifact(arch, tiny_causal):
     assert m["task"] == "text-generation" and m["decoder"]["family"] == arch
     assert m["accuracy"]["budget"] == DEFAULT_BUDGET
     rows = {c.recipe.name: c for c in candidates}
-    assert set(rows) == {"fp32", "int8-block32", "int4-block32", "int8-head"}
+    assert set(rows) == {"fp32", "int8-block32", "int4-block32", *HEADS}
     # fp32 is the same math as the reference: full agreement, KL ~ 0
     assert rows["fp32"].tune["greedy_agreement"] == 1.0 and rows["fp32"].tune["kl"] < 1e-6
-    # int8-head rescores its top logits in fp32: the greedy token stays the reference's
-    assert rows["int8-head"].tune["greedy_agreement"] == 1.0
-    assert rows["int8-head"].held_out["greedy_agreement"] == 1.0
+    # the int8 heads rescore their top logits in fp32: the greedy token stays the reference's
+    for head in HEADS:
+        assert rows[head].tune["greedy_agreement"] == 1.0
+        assert rows[head].held_out["greedy_agreement"] == 1.0
     for c in candidates:  # every verdict follows from the measured numbers and the budget
         over = (
             c.tune["greedy_agreement"] < DEFAULT_BUDGET["greedy_agreement"]
@@ -63,15 +64,18 @@ def test_compile_gates_candidates_and_caches_the_artifact(arch, tiny_causal):
     assert rebuilt == [] and again.path == artifact.path  # the cache, not a rebuild
 
 
+HEADS = ("int8-head", "int8-head-dynamic")  # the fp32 body + int8 LM head candidates
 HEAD_TOP_ATOL = 1e-4  # rescored logits vs the fp32 graph's: the same fp32 dot products
 HEAD_TAIL_RTOL = 0.03  # the rest, relative to the largest |logit|: int8 weights and
-# activations in blocks of 32 (measured ~1.5% on the tiny models)
+# activations in blocks of 32 (measured ~1.5% on the tiny models); per-channel weights and
+# per-tensor activations for int8-head-dynamic
 
 
+@pytest.mark.parametrize("recipe", HEADS)
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
-def test_int8_head_rescores_its_top_logits_exactly(arch, tiny_causal, tmp_path):
-    """The int8-head graph: every row's top logits equal the fp32 graph's, the rest are close,
-    and only the head's MatMul was quantized."""
+def test_int8_head_rescores_its_top_logits_exactly(arch, recipe, tiny_causal, tmp_path):
+    """The int8 head graphs: every row's top logits equal the fp32 graph's, the rest are
+    close, and only the head's MatMul was quantized."""
     import onnx
     import torch
 
@@ -83,16 +87,23 @@ def test_int8_head_rescores_its_top_logits_exactly(arch, tiny_causal, tmp_path):
     lm = load(tiny_causal[arch]).lm
     meta = graph_meta(lm.model, lm.max_positions)
     fp32 = build_decoder(lm.model, tmp_path / "fp32" / "model.onnx", lm.max_positions)
-    head = build_candidate(lm.model, RECIPES["int8-head"], fp32, tmp_path, lm.max_positions)
-    nodes = onnx.load(str(head), load_external_data=False).graph.node
-    quantized = [n for n in nodes if n.op_type == "MatMulNBits"]
-    assert len(quantized) == 1 and "MatMul" in [n.op_type for n in nodes]
-    n_out = next(a.i for a in quantized[0].attribute if a.name == "N")
+    head = build_candidate(lm.model, RECIPES[recipe], fp32, tmp_path, lm.max_positions)
+    graph = onnx.load(str(head)).graph
+    kernel = "MatMulNBits" if recipe == "int8-head" else "MatMulInteger"
+    quantized = [n for n in graph.node if n.op_type == kernel]
+    assert len(quantized) == 1 and "MatMul" in [n.op_type for n in graph.node]
+    weights = {t.name: list(t.dims) for t in graph.initializer}
+    if kernel == "MatMulNBits":
+        n_out = next(a.i for a in quantized[0].attribute if a.name == "N")
+    else:
+        n_out = weights[quantized[0].input[1]][-1]
     assert n_out == meta["vocab_size"]  # the head, not a body MatMul
     with pytest.raises(ValueError, match="no MatMul node"):  # never a silent fp32 "int8" graph
         recipes.quantize_blockwise(
             fp32, tmp_path / "x" / "model.onnx", RECIPES["int8-head"], only=["lm_head_approx"]
         )
+    with pytest.raises(ValueError, match="no MatMul node"):
+        recipes.quantize_dynamic_nodes(fp32, tmp_path / "y" / "model.onnx", ["lm_head_approx"])
     ids = list(range(3, 40))
     want = OnnxCausalLM(fp32, meta, threads=1).full_logits(ids)
     got = OnnxCausalLM(head, meta, threads=1).full_logits(ids)
@@ -213,14 +224,16 @@ def test_background_compile_switches_mid_generation(tiny_causal, tmp_path, monke
     assert after == want
 
 
-def test_optimize_cli_prints_every_generation_candidate(tiny_causal, tmp_path, capsys):
+def test_optimize_cli_prints_every_generation_candidate(tiny_causal, tmp_path, capsys, monkeypatch):
     """`zesty optimize` on a causal LM: the table names each candidate with its verdict."""
     from zesty.cli import main
+
+    monkeypatch.setenv("COLUMNS", "200")  # a narrow table folds the longer recipe names
 
     out = tmp_path / "artifact"
     argv = ["optimize", str(tiny_causal["gpt2"]), "--out", str(out), "--threads", "1"]
     assert main([*argv, "--measure-seconds", "0.05"]) == 0
     text = capsys.readouterr().out
-    for name in ("torch fp32", "fp32", "int8-block32", "int4-block32", "int8-head", "chosen"):
+    for name in ("torch fp32", "fp32", "int8-block32", "int4-block32", *HEADS, "chosen"):
         assert name in text, name
     assert (out / "model.onnx").is_file() and (out / "manifest.json").is_file()

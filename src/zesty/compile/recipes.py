@@ -171,6 +171,10 @@ def sensitivity_groups(nodes: list[str]) -> dict[str, list[str]]:
 
 class _BelowWarning(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
+        # ORT's advice to pre-process (shape inference) is for its static quantizer's users:
+        # our graphs are built or exported with their shapes
+        if record.getMessage().startswith("Please consider to run pre-processing"):
+            return False
         return record.levelno >= logging.WARNING
 
 
@@ -182,10 +186,15 @@ def _quiet_ort_logging():
     root = logging.getLogger()
     quiet = _BelowWarning()
     root.addFilter(quiet)
+    # the block-wise quantizer logs every node at INFO on its own logger
+    nbits = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
+    level = nbits.level
+    nbits.setLevel(logging.WARNING)
     try:
         yield
     finally:
         root.removeFilter(quiet)
+        nbits.setLevel(level)
 
 
 def quantize_dynamic(
@@ -243,6 +252,35 @@ def quantize_static(src: Path, out: Path, recipe: Recipe, calibration: list[dict
     return out
 
 
+def quantize_dynamic_nodes(
+    src: Path, out: Path, nodes: list[str], *, external_data: bool = False
+) -> Path:
+    """ORT dynamic int8 (per-channel int8 weights, activations quantized per tensor at run
+    time) for the MatMul nodes named in `nodes` alone; every other node stays fp32. Used for
+    the decoder's LM head (compile/generation.py)."""
+    import onnx
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
+
+    graph = onnx.load(str(src), load_external_data=False).graph
+    matmuls = {n.name for n in graph.node if n.op_type == "MatMul"}
+    if missing := set(nodes) - matmuls:
+        raise ValueError(f"no MatMul node(s) {sorted(missing)} in {src}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _quiet_ort_logging():
+        ort_quantize_dynamic(
+            str(src),
+            str(out),
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul"],
+            nodes_to_quantize=list(nodes),
+            use_external_data_format=external_data,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True},
+        )
+    return out
+
+
 def quantize_blockwise(
     src: Path, out: Path, recipe, external_data: bool = False, only: list[str] | None = None
 ) -> Path:
@@ -268,7 +306,8 @@ def quantize_blockwise(
             raise ValueError(f"no MatMul node(s) {sorted(missing)} in {src}")
         exclude = sorted(matmuls - set(only))
     quantizer = MatMulNBitsQuantizer(model, algo_config=config, nodes_to_exclude=exclude)
-    quantizer.process()
+    with _quiet_ort_logging():
+        quantizer.process()
     out.parent.mkdir(parents=True, exist_ok=True)
     quantizer.model.save_model_to_file(str(out), use_external_data_format=external_data)
     return out
