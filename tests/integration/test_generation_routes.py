@@ -231,6 +231,8 @@ BAD_OPENAI = [
     ({"max_tokens": 1000}, "--max-total-tokens"),
     ({"logit_bias": {"abc": 1}}, "logit_bias"),
     ({"logit_bias": {"99999999": 1}}, "logit_bias"),
+    ({"logit_bias": {"²": 1}}, "logit_bias"),  # str.isdigit() says yes, int() says no
+    ({"logit_bias": {"-1": 1}}, "logit_bias"),
     ({"stop": ["a", "b", "c"]}, "--max-stop-sequences"),
     ({"presence_penalty": 5}, "presence_penalty"),
 ]
@@ -272,6 +274,22 @@ def test_encoder_tasks_refuse_a_causal_lm(client):
     info = {m["id"]: m for m in client.get("/info").json()["models"]}
     assert info["gpt2"]["tasks"] == ["text-generation"]
     assert "text-generation" not in info["bert"]["tasks"]
+
+
+def test_a_named_model_without_the_task_is_refused_on_tei_routes(client):
+    """TEI /predict and /similarity with `model` naming a model that cannot do the task: a
+    422 saying so, never an answer from a head the model does not have."""
+    info = {m["id"]: m for m in client.get("/info").json()["models"]}
+    assert "text-classification" not in info["bert"]["tasks"]
+    r = client.post("/predict", json={"model": "bert", "inputs": "I like you"})
+    assert r.status_code == 422 and "cannot do text-classification" in r.json()["error"], r.text
+    r = client.post(
+        "/similarity",
+        json={"model": "gpt2", "inputs": {"source_sentence": "a", "sentences": ["b"]}},
+    )
+    assert r.status_code == 422 and "cannot do sentence-similarity" in r.json()["error"], r.text
+    r = client.post("/embed", json={"model": "bert", "inputs": "fine"})
+    assert r.status_code == 200
 
 
 def test_an_error_after_the_200_is_an_event(client, monkeypatch):

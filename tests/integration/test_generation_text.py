@@ -43,6 +43,31 @@ def test_incremental_detokenization_is_utf8_safe(tokenizer, text):
         assert "" in deltas[:-1]
 
 
+def test_invalid_bytes_never_swallow_later_text(tiny_causal):
+    """A byte-fallback model emitting bytes that form no character (here right after a
+    prompt ending in a byte token): the later text still comes out, the invalid bytes as
+    U+FFFD (as transformers decodes them), and nothing is held past MAX_HELD tokens."""
+    from transformers import AutoTokenizer
+
+    from zesty.generation.detokenize import MAX_HELD
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_causal["llama"]))
+    rust = tok.backend_tokenizer
+    byte = tok.convert_tokens_to_ids
+    prompt = tok("Hi there")["input_ids"] + [byte("<0x3E>")]  # ends in a byte token: '>'
+    words = tok("the cat sat", add_special_tokens=False)["input_ids"]
+    generated = [byte("<0xCB>"), byte("<0xE9>"), *words, byte("<0xF0>"), *words]
+    detok = Detokenizer(rust, prompt)
+    deltas = [detok.push(t) for t in generated]
+    deltas.append(detok.flush())
+    joined = "".join(deltas)
+    assert joined.count("the cat sat") == 2  # both runs of words, none lost
+    assert "\ufffd" in joined  # the invalid bytes show as transformers shows them
+    lone = Detokenizer(rust, tok("x")["input_ids"])  # a byte that never completes
+    outs = [lone.push(byte("<0xE2>")) for _ in range(MAX_HELD)]
+    assert outs[-1] != "" and all(o == "" for o in outs[:-1])
+
+
 def test_stop_sequences_across_token_boundaries():
     m = StopMatcher(["END", "\n\n"])
     out = [m.feed(piece) for piece in ["Hello E", "N", "o more", " E", "N", "D", "tail"]]

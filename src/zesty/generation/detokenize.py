@@ -6,6 +6,14 @@ token's leading space depends on what precedes it), and holds text back while th
 in an incomplete UTF-8 sequence (decoded as U+FFFD): byte-level BPE splits an emoji or a CJK
 character over several tokens, and SentencePiece's byte fallback does the same.
 
+Two ways a model's tokens can defeat that, handled so that no text is ever lost:
+- bytes that never form a character (a random or sampled model may emit any byte token):
+  the window is held for at most `MAX_HELD` tokens — more than any valid UTF-8 character
+  spans — and then emitted as decoded, U+FFFD included, as `transformers` decodes it;
+- a byte-fallback decoder that re-reads text already emitted (an invalid byte run swallows
+  the byte token before it into one U+FFFD, so the window no longer starts with what was
+  emitted): the new tokens' text is then decoded on its own.
+
 `StopMatcher` finds stop sequences in the generated *text* (they may span tokens) and holds
 back any tail that could still become one, so streamed text never shows part of a stop.
 """
@@ -15,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 _REPLACEMENT = "\ufffd"
+MAX_HELD = 6  # tokens held back for an unfinished character (UTF-8: at most 4 bytes)
 
 
 class Detokenizer:
@@ -36,19 +45,28 @@ class Detokenizer:
         self.ids.append(token_id)
         prefix = self._decode(self.ids[self.prefix_offset : self.read_offset])
         full = self._decode(self.ids[self.prefix_offset :])
-        if len(full) > len(prefix) and not full.endswith(_REPLACEMENT) and full.startswith(prefix):
+        held = len(self.ids) - self.read_offset
+        if full.endswith(_REPLACEMENT) and held < MAX_HELD:
+            return ""  # an unfinished character: the next token may complete it
+        if full.startswith(prefix):
             new = full[len(prefix) :]
-            self.prefix_offset = self.read_offset
-            self.read_offset = len(self.ids)
-            self.text += new
-            return new
-        return ""
+        else:  # the decoder re-read emitted text (byte fallback): the new tokens alone
+            new = self._decode(self.ids[self.read_offset :])
+        if not new:
+            return ""  # nothing visible yet (e.g. a skipped special token)
+        self.prefix_offset = self.read_offset
+        self.read_offset = len(self.ids)
+        self.text += new
+        return new
 
     def flush(self) -> str:
         """At the end: whatever is still held (an unfinished UTF-8 sequence stays as decoded)."""
         prefix = self._decode(self.ids[self.prefix_offset : self.read_offset])
         full = self._decode(self.ids[self.prefix_offset :])
-        new = full[len(prefix) :] if full.startswith(prefix) else ""
+        if full.startswith(prefix):
+            new = full[len(prefix) :]
+        else:
+            new = self._decode(self.ids[self.read_offset :])
         self.prefix_offset = self.read_offset = len(self.ids)
         self.text += new
         return new

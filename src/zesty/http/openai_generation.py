@@ -56,7 +56,8 @@ class _Common(BaseModel):
     @model_validator(mode="after")
     def _check(self):
         for key, value in (self.logit_bias or {}).items():
-            if not key.lstrip("-").isdigit():
+            # ASCII digits only: str.isdigit() also accepts "²" or "١", which int() refuses
+            if not (key.removeprefix("-").isascii() and key.removeprefix("-").isdigit()):
                 raise ValueError(f"logit_bias keys must be token ids, got {key[:20]!r}")
             if not -100 <= value <= 100:
                 raise ValueError("logit_bias values must be between -100 and 100")

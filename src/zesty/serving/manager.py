@@ -274,10 +274,14 @@ class ModelManager:
         raise ModelLoading(entry.spec.served_id, entry.estimated_time())
 
     async def find(self, task_name: str, model_id: str | None = None, *, wait: bool = False):
-        """A model for a task: the one named, else the first served model that can do it."""
+        """A model for a task: the one named (TaskNotSupported if it cannot do the task), else
+        the first served model that can do it."""
+        from zesty.tasks.registry import get_task, task_for_model
+
         if model_id is not None:
-            return await self.get(model_id, wait=wait)
-        from zesty.tasks.registry import get_task
+            model = await self.get(model_id, wait=wait)
+            task_for_model(model, task_name)  # never a task run on a head it does not have
+            return model
 
         task = get_task(task_name)
         for entry in self.entries.values():  # a loaded model first: never load one needlessly
