@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 
 import numpy as np
@@ -62,6 +63,34 @@ def test_tiny_sentence_transformers(arch, tiny_models, client_for):
     got = np.array(c.post("/models/m", json={"inputs": TEXTS}).json())
     want = sentence_transformer(str(path)).encode(TEXTS)
     np.testing.assert_allclose(got, want, atol=SCORE_TOL)
+
+
+@pytest.mark.parametrize("pooling", ["cls", "max", ["mean", "lasttoken"]])
+def test_a_folder_saved_by_the_installed_sentence_transformers(
+    pooling, tiny_models, client_for, tmp_path
+):
+    """sentence-transformers 5+ saves `"pooling_mode": ...` and new module type paths: such a
+    folder (here with a Dense and a Normalize module) serves what it encodes."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    try:  # the 5.x+ location (the old one warns)
+        from sentence_transformers.sentence_transformer import modules as models
+    except ImportError:  # pragma: no cover - sentence-transformers < 5
+        from sentence_transformers import models
+
+    base = tiny_models.get("bert", "base")
+    word = models.Transformer(str(base))
+    dim = json.loads((base / "config.json").read_text())["hidden_size"]
+    pool = models.Pooling(dim, pooling_mode=pooling)
+    width = dim * (1 if isinstance(pooling, str) else len(pooling))
+    dense = models.Dense(width, 16, activation_function=torch.nn.Tanh())
+    st = SentenceTransformer(modules=[word, pool, dense, models.Normalize()], device="cpu")
+    st.save(str(tmp_path / "st"))
+    c = client_for([f"m={tmp_path / 'st'}"])
+    r = c.post("/models/m", json={"inputs": TEXTS})
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(np.array(r.json()), st.encode(TEXTS), atol=SCORE_TOL)
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -22,6 +22,15 @@ _POOLING_KEYS = {
     "pooling_mode_weightedmean_tokens": "weightedmean",
     "pooling_mode_lasttoken": "lasttoken",
 }
+# sentence-transformers 5.x+ writes `"pooling_mode": "cls"` (or a list) instead of the flags
+_POOLING_MODES = {
+    "cls": "cls",
+    "mean": "mean",
+    "max": "max",
+    "mean_sqrt_len_tokens": "mean_sqrt_len",
+    "weightedmean": "weightedmean",
+    "lasttoken": "lasttoken",
+}
 _ACTIVATIONS = {
     "torch.nn.modules.linear.Identity": lambda x: x,
     "torch.nn.modules.activation.Tanh": np.tanh,
@@ -90,7 +99,7 @@ def read_sentence_transformers(path: Path) -> SentenceTransformerConfig | None:
             continue
         if kind == "Pooling":
             pool = json.loads((sub / "config.json").read_text())
-            modes = [mode for key, mode in _POOLING_KEYS.items() if pool.get(key)]
+            modes = _pooling_modes(pool)
             if not modes:
                 raise ModelLoadError("the sentence-transformers Pooling module selects no mode")
             cfg.pooling = modes
@@ -110,6 +119,18 @@ def read_sentence_transformers(path: Path) -> SentenceTransformerConfig | None:
         cfg.prompts = dict(data.get("prompts") or {})
         cfg.default_prompt_name = data.get("default_prompt_name")
     return cfg
+
+
+def _pooling_modes(pool: dict) -> list[str]:
+    """The Pooling module's modes, from either config format (flags, or `pooling_mode`)."""
+    named = pool.get("pooling_mode")
+    if named is None:
+        return [mode for key, mode in _POOLING_KEYS.items() if pool.get(key)]
+    names = [named] if isinstance(named, str) else list(named)
+    unknown = [n for n in names if n not in _POOLING_MODES]
+    if unknown:
+        raise ModelLoadError(f"unsupported sentence-transformers pooling mode(s) {unknown}")
+    return [_POOLING_MODES[n] for n in names]
 
 
 def _read_dense(folder: Path) -> Dense:
