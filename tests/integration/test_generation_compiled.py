@@ -237,3 +237,26 @@ def test_optimize_cli_prints_every_generation_candidate(tiny_causal, tmp_path, c
     for name in ("torch fp32", "fp32", "int8-block32", "int4-block32", *HEADS, "chosen"):
         assert name in text, name
     assert (out / "model.onnx").is_file() and (out / "manifest.json").is_file()
+
+
+def test_a_sliding_window_shorter_than_the_positions_bounds_the_model(tmp_path):
+    """Mistral with sliding_window 32 < max_position_embeddings: sequences stay inside the
+    window (the limit says why), and compiling times the step inside it too (it ran the
+    rotary tables past their end before)."""
+    import json
+
+    from tests.fixtures.tiny_causal import build_tiny_causal
+    from zesty.compile.generation import compile_generative
+    from zesty.settings import GenerationSettings
+
+    path = build_tiny_causal(tmp_path / "mistral", "mistral")
+    cfg = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps(cfg | {"sliding_window": 32}))
+    model = load(path)
+    limits = model.limits(GenerationSettings())
+    assert limits.max_total_tokens == 32 and "sliding window of 32" in limits.total_source
+    artifact, candidates = compile_generative(
+        model, options(precision="fp32"), out=tmp_path / "art", quiet=True
+    )
+    assert artifact.manifest["recipe"]["name"] == "fp32"
+    assert all(c.tokens_per_s["b1"] > 0 for c in candidates)

@@ -181,7 +181,7 @@ BAD_TGI = [
     ({"top_k": 0}, "top_k"),
     ({"max_new_tokens": 0}, "max_new_tokens"),
     ({"max_new_tokens": 10**9}, "max_new_tokens"),
-    ({"max_new_tokens": 500}, "--max-total-tokens (128)"),
+    ({"max_new_tokens": 500}, "128 total tokens allowed"),
     ({"stop": ["a", "b", "c"]}, "--max-stop-sequences (2)"),
     ({"top_n_tokens": 4}, "--max-top-n-tokens (3)"),
     ({"seed": -1}, "seed"),

@@ -212,8 +212,9 @@ def decode_speed(
     from zesty.generation.runner_torch import StepInput
 
     context = min(_CONTEXT, max_positions // 2)
+    span = max(1, min(32, max_positions - context))  # positions stay below max_positions
     samples: dict[str, dict[int, list[float]]] = {k: {b: [] for b in _BATCHES} for k in runners}
-    caches = {k: KVCache(r.kv_shape, max(_BATCHES), context + 32) for k, r in runners.items()}
+    caches = {k: KVCache(r.kv_shape, max(_BATCHES), context + span) for k, r in runners.items()}
     per_block = max(seconds / (rounds * len(_BATCHES)), 0.05)
     for _ in range(rounds):
         for batch in _BATCHES:
@@ -221,7 +222,7 @@ def decode_speed(
                 cache = caches[name]
                 steps, started = 0, time.perf_counter()
                 while True:
-                    items = [StepInput(s, context + steps % 32, [17]) for s in range(batch)]
+                    items = [StepInput(s, context + steps % span, [17]) for s in range(batch)]
                     runner.step(cache, items)
                     steps += 1
                     elapsed = time.perf_counter() - started

@@ -43,6 +43,7 @@ class Limits:
     max_stop_sequences: int
     max_top_n_tokens: int
     max_n: int
+    total_source: str = "--max-total-tokens"  # what sets max_total_tokens (error messages)
 
 
 @dataclass
@@ -61,7 +62,16 @@ class GenerativeModel(ServedModel):
             assert self.lm is not None
             positions = self.lm.max_positions
             total = settings.max_total_tokens or min(positions, _MAX_DEFAULT_TOTAL)
-            total = min(total, positions)
+            source = "--max-total-tokens"
+            if total >= positions:
+                total = positions
+                window = getattr(self.lm, "sliding_window_cap", False)
+                source = (
+                    f"the model's sliding window of {positions} positions: sliding-window "
+                    "attention is not implemented here, so a sequence stays inside it"
+                    if window
+                    else f"the model's {positions} positions"
+                ) + "; --max-total-tokens can only lower it"
             inputs = min(settings.max_input_tokens or total - 1, total - 1)
             self.generation_limits = Limits(
                 max_input_tokens=inputs,
@@ -70,6 +80,7 @@ class GenerativeModel(ServedModel):
                 max_stop_sequences=settings.max_stop_sequences,
                 max_top_n_tokens=settings.max_top_n_tokens,
                 max_n=settings.max_n,
+                total_source=source,
             )
         return self.generation_limits
 

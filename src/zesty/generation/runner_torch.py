@@ -108,6 +108,7 @@ class TorchCausalLM:
             window = getattr(c, "sliding_window", None)
             if window and getattr(c, "use_sliding_window", True) and window < self.max_positions:
                 self.max_positions = window  # no sliding-window attention here: stay inside it
+                self.sliding_window_cap = True
         else:
             raise ModelLoadError(
                 f"{arch} is not supported for text generation yet; supported: "

@@ -94,7 +94,8 @@ def build_request(
     if new is not None and new > room:
         raise InvalidInput(
             f"{prompt_param} tokens ({len(ids)}) + {name('max_new_tokens')} ({new}) = "
-            f"{len(ids) + new}, more than --max-total-tokens ({limits.max_total_tokens})",
+            f"{len(ids) + new}, more than the {limits.max_total_tokens} total tokens allowed "
+            f"({limits.total_source})",
             param=name("max_new_tokens"),
         )
     if new is None:
