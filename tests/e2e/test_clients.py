@@ -27,6 +27,9 @@ def test_feature_extraction_and_similarity(live, minilm_path):
     )
     want = st.similarity(st.encode(TEXTS[:1]), st.encode(TEXTS[1:3]))[0].numpy()
     np.testing.assert_allclose(sims, want, atol=SCORE_TOL)
+    # on the model's own URL too, as the HF API serves a sentence-transformers model
+    on_model = client(live, MINILM).sentence_similarity(TEXTS[0], TEXTS[1:3])
+    np.testing.assert_allclose(on_model, want, atol=SCORE_TOL)
 
 
 def test_text_classification(live, e2e_models):

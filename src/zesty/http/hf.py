@@ -56,6 +56,10 @@ async def _infer(
         return await hf_text_generation(
             st, model, body.inputs, body.parameters, dict(body.model_extra or {})
         )
+    if task_name is None and _is_similarity(body.inputs):
+        # the HF API runs a sentence-transformers model's sentence-similarity on its model URL
+        # (its pipeline tag); InferenceClient.sentence_similarity posts exactly this
+        task_name = "sentence-similarity"
     task = task_for_model(model, task_name)
     parameters = dict(body.parameters or {})
     extra = dict(body.model_extra or {})
@@ -69,6 +73,10 @@ async def _infer(
     )
     st.metrics.observe_inference(model.model_id, task.name, timings)
     return JSONResponse(task.to_json(result, request), headers=timings.headers())
+
+
+def _is_similarity(inputs: Any) -> bool:
+    return isinstance(inputs, dict) and {"source_sentence", "sentences"} <= set(inputs)
 
 
 @router.post("/models/{model_id:path}/pipeline/{task}", summary="Run a chosen task on a model")
