@@ -103,7 +103,9 @@ def test_int8_head_rescores_its_top_logits_exactly(arch, recipe, tiny_causal, tm
             fp32, tmp_path / "x" / "model.onnx", RECIPES["int8-head"], only=["lm_head_approx"]
         )
     with pytest.raises(ValueError, match="no MatMul node"):
-        recipes.quantize_dynamic_nodes(fp32, tmp_path / "y" / "model.onnx", ["lm_head_approx"])
+        recipes.quantize_dynamic(
+            fp32, tmp_path / "y" / "model.onnx", recipes.Recipe("x"), [], only=["lm_head_approx"]
+        )
     ids = list(range(3, 40))
     want = OnnxCausalLM(fp32, meta, threads=1).full_logits(ids)
     got = OnnxCausalLM(head, meta, threads=1).full_logits(ids)

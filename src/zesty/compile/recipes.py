@@ -198,14 +198,25 @@ def _quiet_ort_logging():
 
 
 def quantize_dynamic(
-    src: Path, out: Path, recipe: Recipe, exclude: list[str], op_types: list[str] | None = None
+    src: Path,
+    out: Path,
+    recipe: Recipe,
+    exclude: list[str],
+    op_types: list[str] | None = None,
+    *,
+    only: list[str] | None = None,
+    external_data: bool = False,
 ) -> Path:
     """ORT dynamic int8. ``op_types=None`` is ORT's default set (MatMul, Attention, Gather...);
-    the smooth recipe passes ["MatMul", "Attention"] so the embeddings stay fp32."""
+    the smooth recipe passes ["MatMul", "Attention"] so the embeddings stay fp32. `only`:
+    quantize these MatMul nodes and keep every other node fp32 (the decoder's LM head)."""
     import onnx
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
 
+    if only is not None:
+        _matmuls_named(onnx.load(str(src), load_external_data=False), only, src)
+    out.parent.mkdir(parents=True, exist_ok=True)
     with _quiet_ort_logging():
         ort_quantize_dynamic(
             str(src),
@@ -215,10 +226,21 @@ def quantize_dynamic(
             weight_type=QuantType.QInt8,
             op_types_to_quantize=op_types,
             nodes_to_exclude=exclude,
+            nodes_to_quantize=list(only) if only is not None else None,
+            use_external_data_format=external_data,
             # Needed for graphs ORT already optimized (GUIDE §5: "Unable to find data type").
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True},
         )
     return out
+
+
+def _matmuls_named(model, names: list[str], src: Path) -> set[str]:
+    """Every MatMul node's name; ValueError if one of `names` is not among them (a quantizer
+    told to quantize a node that is not there would silently leave the graph fp32)."""
+    matmuls = {n.name for n in model.graph.node if n.op_type == "MatMul"}
+    if missing := set(names) - matmuls:
+        raise ValueError(f"no MatMul node(s) {sorted(missing)} in {src}")
+    return matmuls
 
 
 def quantize_static(src: Path, out: Path, recipe: Recipe, calibration: list[dict]) -> Path:
@@ -252,35 +274,6 @@ def quantize_static(src: Path, out: Path, recipe: Recipe, calibration: list[dict
     return out
 
 
-def quantize_dynamic_nodes(
-    src: Path, out: Path, nodes: list[str], *, external_data: bool = False
-) -> Path:
-    """ORT dynamic int8 (per-channel int8 weights, activations quantized per tensor at run
-    time) for the MatMul nodes named in `nodes` alone; every other node stays fp32. Used for
-    the decoder's LM head (compile/generation.py)."""
-    import onnx
-    from onnxruntime.quantization import QuantType
-    from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
-
-    graph = onnx.load(str(src), load_external_data=False).graph
-    matmuls = {n.name for n in graph.node if n.op_type == "MatMul"}
-    if missing := set(nodes) - matmuls:
-        raise ValueError(f"no MatMul node(s) {sorted(missing)} in {src}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with _quiet_ort_logging():
-        ort_quantize_dynamic(
-            str(src),
-            str(out),
-            per_channel=True,
-            weight_type=QuantType.QInt8,
-            op_types_to_quantize=["MatMul"],
-            nodes_to_quantize=list(nodes),
-            use_external_data_format=external_data,
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True},
-        )
-    return out
-
-
 def quantize_blockwise(
     src: Path, out: Path, recipe, external_data: bool = False, only: list[str] | None = None
 ) -> Path:
@@ -301,9 +294,7 @@ def quantize_blockwise(
     exclude = []
     if only is not None:
         # (the quantizer's nodes_to_include does not restrict what it quantizes: exclude)
-        matmuls = {n.name for n in model.graph.node if n.op_type == "MatMul"}
-        if missing := set(only) - matmuls:
-            raise ValueError(f"no MatMul node(s) {sorted(missing)} in {src}")
+        matmuls = _matmuls_named(model, only, src)
         exclude = sorted(matmuls - set(only))
     quantizer = MatMulNBitsQuantizer(model, algo_config=config, nodes_to_exclude=exclude)
     with _quiet_ort_logging():

@@ -65,7 +65,7 @@ class GenerativeModel(ServedModel):
             source = "--max-total-tokens"
             if total >= positions:
                 total = positions
-                window = getattr(self.lm, "sliding_window_cap", False)
+                window = getattr(self.lm, "sliding_window_cap", False)  # torch: knows it
                 source = (
                     f"the model's sliding window of {positions} positions: sliding-window "
                     "attention is not implemented here, so a sequence stays inside it"

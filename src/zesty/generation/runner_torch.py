@@ -81,6 +81,7 @@ class _Batch:
 
 class TorchCausalLM:
     backend = "torch"
+    sliding_window_cap = False  # max_positions is the model's sliding window (set below)
 
     def __init__(self, path: Path, *, allow_pickle: bool = False) -> None:
 
