@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import threading
@@ -29,6 +30,26 @@ _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 #: seconds uvicorn gets, after the drain, to close connections before cancelling their tasks
 _CLOSE_GRACE_S = 2.0
+
+#: the cyclic garbage collector's (generation 0, 1, 2) thresholds while serving
+GC_THRESHOLDS = (20_000, 50, 100)
+
+
+def tune_gc() -> None:
+    """Keep the cyclic garbage collector off the request path.
+
+    A loaded model leaves a few hundred thousand long-lived objects the collector tracks, and
+    a request allocates thousands of short-lived ones (ASGI messages, pydantic models,
+    futures). With CPython's default thresholds (700, 10, 10) a collection ran every few
+    requests and the older generations re-scanned the model's objects holding the GIL:
+    `gc_collect_main` was 13% of the event loop's samples at 32 clients (py-spy --native,
+    all-MiniLM-L6-v2 int8). With a young generation of 20,000 allocations it runs every few
+    dozen requests and the full scans become rare; objects without reference cycles are still
+    freed at once by reference counting. Measured (docs/serving.md): the event loop's CPU per
+    request fell from ~1.0-1.2 ms to ~0.8 ms. `gc.freeze()` after each load on top of it
+    measured the same, and would need thawing on every unload, so it is not done.
+    """
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class DrainingServer(uvicorn.Server):
@@ -89,5 +110,6 @@ def run(app, settings: Settings) -> int:
         backlog=4096,
     )
     server = DrainingServer(config, app.state.zesty.admission, settings.serving.graceful_timeout)
+    tune_gc()
     server.run()
     return 0
