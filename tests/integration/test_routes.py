@@ -96,7 +96,8 @@ def test_request_id_and_timing_headers(c):
     r = c.post("/", json={"inputs": "hi"}, headers={"x-request-id": "abc-123"})
     assert r.headers["x-request-id"] == "abc-123"
     assert int(r.headers["x-compute-time"]) >= 0 and int(r.headers["x-compute-tokens"]) == 3
-    assert len(c.post("/", json={"inputs": "hi"}).headers["x-request-id"]) == 32
+    ids = [c.post("/", json={"inputs": "hi"}).headers["x-request-id"] for _ in range(3)]
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids) and len(set(ids)) == 3
 
 
 def test_form_encoded_curl_body_is_read_as_json(c):

@@ -30,6 +30,13 @@ def test_keys_ignore_dict_order_but_not_values():
     assert cache_key("m", ["x"]) != cache_key("n", ["x"])
 
 
+def test_keys_take_lone_surrogates_and_non_string_keys():
+    # orjson refuses a lone surrogate (a JSON body may carry "\ud800"): the json fallback
+    assert cache_key("m", ["a\ud800"]) != cache_key("m", ["a\ud801"])
+    assert cache_key("m", ["a\ud800"]) == cache_key("m", ["a\ud800"])
+    assert cache_key("m", {1: "x"}) != cache_key("m", {2: "x"})
+
+
 def test_response_cache_is_bounded_in_bytes():
     vec = np.zeros(256, dtype=np.float32)  # 1 KiB
     size = approx_size(vec)

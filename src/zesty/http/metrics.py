@@ -37,6 +37,7 @@ class _ModelBatchObserver:
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple, object] = {}
         r = self.registry
         self.started_at: float | None = None
         labels = ["route", "method", "status", "model", "task"]
@@ -132,6 +133,15 @@ class Metrics:
 
     # -- hooks -------------------------------------------------------------------------------
 
+    def _child(self, metric, *labels: str):
+        """`metric.labels(*labels)`, remembered: prometheus-client validates and locks on every
+        `.labels()` call, and a request makes ~8 of them."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def batch_observer(self, model: str) -> _ModelBatchObserver:
         return _ModelBatchObserver(self, model)
 
@@ -143,20 +153,21 @@ class Metrics:
 
     def observe_inference(self, model: str, task: str, timings) -> None:
         if timings.cache:
-            self.cache_lookup(model, "response")(timings.cache == "hit")
-        if timings.cache == "hit":
-            return  # nothing was computed for this request
-        self.tokenization.labels(model, task).observe(timings.tokenization_s)
-        self.queue.labels(model, task).observe(timings.queue_s)
-        self.inference.labels(model, task).observe(timings.inference_s)
-        self.input_tokens.labels(model, task).inc(timings.tokens)
+            hit = timings.cache == "hit"
+            self._child(self.cache_hits if hit else self.cache_misses, model, "response").inc()
+            if hit:
+                return  # nothing was computed for this request
+        self._child(self.tokenization, model, task).observe(timings.tokenization_s)
+        self._child(self.queue, model, task).observe(timings.queue_s)
+        self._child(self.inference, model, task).observe(timings.inference_s)
+        self._child(self.input_tokens, model, task).inc(timings.tokens)
 
     def observe_request(
         self, route: str, method: str, status: int, seconds: float, model: str = "", task: str = ""
     ) -> None:
         labels = (route, method, str(status), model, task)
-        self.requests.labels(*labels).inc()
-        self.request_duration.labels(*labels).observe(seconds)
+        self._child(self.requests, *labels).inc()
+        self._child(self.request_duration, *labels).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -102,17 +102,20 @@ class BodyLimitMiddleware:
         self.max_bytes = max_bytes
         self.on_error = on_error  # (scope, ZestyError) -> ASGI response
 
+    @property
+    def too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"request body is larger than --max-payload ({self.max_bytes} bytes)"
+        )
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        too_large = PayloadTooLarge(
-            f"request body is larger than --max-payload ({self.max_bytes} bytes)"
-        )
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self.on_error(scope, too_large)(scope, receive, send)
+            await self.on_error(scope, self.too_large)(scope, receive, send)
             return
         chunks, size, more = [], 0, True
         while more:
@@ -122,7 +125,7 @@ class BodyLimitMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await self.on_error(scope, too_large)(scope, receive, send)
+                await self.on_error(scope, self.too_large)(scope, receive, send)
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
