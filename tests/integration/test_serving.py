@@ -274,3 +274,16 @@ def test_a_memory_budget_unloads_the_least_recently_used_model(open_client, tiny
     info = {m["id"]: m for m in c.get("/info").json()["models"]}
     assert info["a"]["memory_bytes"] > 0 and info["a"]["load_seconds"] > 0
     assert 'zesty_model_load_duration_seconds_count{model="a"} 2.0' in c.get("/metrics").text
+
+
+def test_every_answer_carries_one_request_id(client_for, embedder):
+    c = client_for([f"e={embedder}"])
+    for method, path, body in (
+        ("post", "/", TEXT),  # 200
+        ("post", "/", {"inputs": {"bad": 1}, "parameters": None}),  # 422 from a route
+        ("post", "/embed", {"inputs": "x", "model": "nope"}),  # 404 raised in a route
+        ("post", "/embed", {"inputs": "x", "modl": "nope"}),  # 422 from validation
+        ("get", "/nowhere", None),  # 404 from routing
+    ):
+        r = c.request(method.upper(), path, json=body, headers={"x-request-id": "req-7"})
+        assert r.headers.get_list("x-request-id") == ["req-7"], (path, body, r.status_code)

@@ -116,6 +116,39 @@ def test_under_load_batches_run_side_by_side_one_per_core():
     assert runner.most == 2
 
 
+def test_one_batch_waits_on_the_pool_behind_busy_lanes_without_callers_that_left():
+    """With both lanes busy, the next batch is already handed to the pool, so a lane that
+    finishes starts it without waiting for the event loop; a caller that leaves while it
+    waits there is not run."""
+    gate = threading.Event()
+    runner = FakeRunner(gate)
+    runner.narrow_capable = True
+    batcher = make_pooled(runner, 2, max_batch_size=2)
+
+    async def scenario():
+        gate.set()
+        await batcher.submit([seq(9)])  # idle: wide (and the batcher learns the runner)
+        gate.clear()
+        callers = [asyncio.ensure_future(batcher.submit([seq(i, i)])) for i in range(1, 9)]
+        for _ in range(1000):
+            if batcher.queue_size == 2:
+                break
+            await asyncio.sleep(0.001)
+        # two batches on the lanes, a third on the pool's queue, the last one still waiting
+        assert batcher.queue_size == 2
+        callers[4].cancel()  # its batch ([5, 5], [6, 6]) is queued on the pool
+        gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await callers[4]
+        return await asyncio.gather(*callers[:4], *callers[5:])
+
+    out = asyncio.run(scenario())
+    assert [int(o[0]["pooled"]) for o in out] == [2, 4, 6, 8, 12, 14, 16]
+    assert all(5 not in b for b in runner.batches)
+    assert sorted(b.shape[0] for b in runner.batches) == [1, 1, 2, 2, 2]
+    assert runner.narrow_flags[1:4] == [True] * 3  # the last may run alone, wide
+
+
 def test_a_runner_without_a_one_core_mode_runs_one_batch_at_a_time():
     runner = LaneRunner()
     runner.narrow_capable = False

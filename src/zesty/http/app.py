@@ -17,6 +17,8 @@ from zesty.http.admission import AdmissionMiddleware
 from zesty.http.auth import AuthMiddleware, CORSMiddleware, cors_middleware_options
 from zesty.http.deps import State
 from zesty.http.errors import install_error_handlers, scope_error_response
+from zesty.http.fast_path import HANDLERS as FAST_HANDLERS
+from zesty.http.fast_path import FastPathMiddleware
 from zesty.http.metrics import Metrics
 from zesty.http.strict import BodyLimitMiddleware
 from zesty.models.reference import ModelSpec
@@ -62,9 +64,10 @@ class TelemetryMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = list(message.get("headers", [])) + [
-                    (b"x-request-id", request_id.encode("latin-1"))
-                ]
+                headers = list(message.get("headers", []))
+                if not any(k == b"x-request-id" for k, _ in headers):  # error answers carry it
+                    headers.append((b"x-request-id", request_id.encode("latin-1")))
+                message["headers"] = headers
             await send(message)
 
         try:
@@ -140,7 +143,20 @@ def create_app(settings: Settings, specs: list[ModelSpec]) -> FastAPI:
         app.include_router(router)
     install_error_handlers(app)
     # Added innermost first. A request meets: CORS -> telemetry (request id, metrics) ->
-    # API key (401) -> admission (429/503, deadline 504, disconnects) -> body limit (413).
+    # API key (401) -> admission (429/503, deadline 504, disconnects) -> body limit (413) ->
+    # the fast path for single-text bodies of the hottest routes -> FastAPI's routing.
+    post_routes = {
+        r.path: r
+        for router in (hf.router, tei.router)
+        for r in router.routes
+        if "POST" in (getattr(r, "methods", None) or ())
+    }
+    app.add_middleware(
+        FastPathMiddleware,
+        state=app.state.zesty,
+        handlers=FAST_HANDLERS,
+        routes={path: post_routes[path] for path in FAST_HANDLERS},
+    )
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.server.max_payload, on_error=scope_error_response
     )

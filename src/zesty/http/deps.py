@@ -37,7 +37,7 @@ async def header_use_cache(
     ),
 ) -> bool:
     """The `x-use-cache` header: anything but false/0/no allows the response cache."""
-    return (x_use_cache or "").strip().lower() not in ("false", "0", "no")
+    return use_cache_allowed(x_use_cache)
 
 
 async def header_wait_for_model(
@@ -47,6 +47,10 @@ async def header_wait_for_model(
 ) -> bool:
     """The `x-wait-for-model` header: true/1/yes waits for a model that is loading."""
     return truthy(x_wait_for_model)
+
+
+def use_cache_allowed(x_use_cache: str | None) -> bool:
+    return (x_use_cache or "").strip().lower() not in ("false", "0", "no")
 
 
 def truthy(value: str | None) -> bool:

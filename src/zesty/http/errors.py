@@ -69,6 +69,14 @@ def scope_error_response(scope: Scope, exc: ZestyError) -> JSONResponse:
     return error_response(scope.get("path", ""), exc)
 
 
+def internal_error(method: str, path: str, request_id: str | None) -> JSONResponse:
+    """A 500 for an unexpected exception (call it in the `except`): logged with its
+    traceback, answered with no detail beyond the request id."""
+    log.exception("unhandled error on %s %s", method, path)
+    err = ZestyError(f"internal error (request id {request_id or 'unknown'})")
+    return error_response(path, err, request_id)
+
+
 def _validation_message(exc: RequestValidationError) -> ZestyError:
     parts = []
     for err in exc.errors():
@@ -110,6 +118,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        err = ZestyError(f"internal error (request id {rid(request) or 'unknown'})")
-        return error_response(request.url.path, err, rid(request))
+        return internal_error(request.method, request.url.path, rid(request))

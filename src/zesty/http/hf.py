@@ -39,7 +39,7 @@ class HFRequest(BaseModel):
     options: HFOptions | None = None
 
 
-async def _infer(
+async def infer(
     st: State,
     model_id: str | None,
     task_name: str | None,
@@ -47,6 +47,7 @@ async def _infer(
     wait_header: str | None,
     use_cache: bool,
 ) -> JSONResponse:
+    """Run a request on a model (the routes below, and zesty.http.fast_path)."""
     options = body.options or HFOptions()
     wait = options.wait_for_model or truthy(wait_header)
     model = await st.manager.get(model_id, wait=wait)
@@ -88,7 +89,7 @@ async def pipeline(
     x_wait_for_model: str | None = Header(None),
     use_cache: bool = Depends(header_use_cache),
 ) -> JSONResponse:
-    return await _infer(state(request), model_id, task, body, x_wait_for_model, use_cache)
+    return await infer(state(request), model_id, task, body, x_wait_for_model, use_cache)
 
 
 @router.post("/models/{model_id:path}", summary="Run a model's task")
@@ -99,7 +100,7 @@ async def models(
     x_wait_for_model: str | None = Header(None),
     use_cache: bool = Depends(header_use_cache),
 ) -> JSONResponse:
-    return await _infer(state(request), model_id, None, body, x_wait_for_model, use_cache)
+    return await infer(state(request), model_id, None, body, x_wait_for_model, use_cache)
 
 
 @router.post("/", summary="Run the first served model's task")
@@ -109,4 +110,4 @@ async def root(
     x_wait_for_model: str | None = Header(None),
     use_cache: bool = Depends(header_use_cache),
 ) -> JSONResponse:
-    return await _infer(state(request), None, None, body, x_wait_for_model, use_cache)
+    return await infer(state(request), None, None, body, x_wait_for_model, use_cache)

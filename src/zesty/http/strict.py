@@ -39,6 +39,11 @@ def _parse_float(text: str) -> float:
     return value
 
 
+def has_control_character(text: str) -> re.Match | None:
+    """A control character JSON bodies may not carry (all but tab, newline, CR)."""
+    return _CONTROL.search(text)
+
+
 def _check_strings(value: Any, path: str = "body") -> None:
     if isinstance(value, str):
         try:
@@ -47,7 +52,7 @@ def _check_strings(value: Any, path: str = "body") -> None:
             raise JSONRejected(
                 f"{path} contains a lone surrogate (invalid Unicode)", "", 0
             ) from None
-        match = _CONTROL.search(value)
+        match = has_control_character(value)
         if match:
             raise JSONRejected(
                 f"{path} contains the control character U+{ord(match.group()):04X}", "", 0

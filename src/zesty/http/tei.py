@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from zesty.errors import InvalidInput
-from zesty.http.deps import header_use_cache, state
+from zesty.http.deps import State, header_use_cache, state
 from zesty.http.responses import JSONResponse
 from zesty.http.strict import StrictRoute
 from zesty.http.tgi import TGIParameters
@@ -51,7 +51,11 @@ class EmbedRequest(_Body):
 async def embed(
     body: EmbedRequest, request: Request, use_cache: bool = Depends(header_use_cache)
 ) -> JSONResponse:
-    st = state(request)
+    return await embed_texts(state(request), body, use_cache)
+
+
+async def embed_texts(st: State, body: EmbedRequest, use_cache: bool) -> JSONResponse:
+    """The /embed route's work (also run by zesty.http.fast_path)."""
     model = await st.manager.find(EMBED.name, body.model)
     params = EmbedParams(
         normalize=body.normalize,
