@@ -11,6 +11,8 @@ thread's CPU time from `/proc/<pid>/task/*/stat`:
 - lanes: the two busiest other threads (the one-thread compute lanes running the graph);
 - rest: every other thread (tokenization and postprocessing workers, ORT helpers).
 
+With the forward passes' mean size, padded tokens and padding share from `/metrics`.
+
 Each is reported as CPU milliseconds per answered request, with the throughput and the
 server's share of the machine. Variants differ by `zesty serve` flags, by environment
 variables, or by the checkout they run from (a `git worktree` of another commit), so a code
@@ -41,12 +43,20 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "src"))
 
-from serve_embed import Server, machine, make_sentences, versions, write_bodies  # noqa: E402
+from serve_embed import (  # noqa: E402
+    Server,
+    machine,
+    make_sentences,
+    metric_sum,
+    versions,
+    write_bodies,
+)
 
 from zesty.bench.machine import machine_busy_s  # noqa: E402
 from zesty.bench.servers import free_port  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
+BATCH_METRICS = ("zesty_batch_size", "zesty_batch_tokens", "zesty_batch_padding_ratio")
 
 
 def thread_cpu(pid: int) -> dict[int, float]:
@@ -98,9 +108,11 @@ def measure(variant: dict, model_dir: str, sets: dict, clients: int, duration: f
     try:
         loadgen(server.url + "/", sets["warmup"], clients, 4.0)
         pid = server.proc.pid
+        batch0 = {m: metric_sum(server.url, m) for m in BATCH_METRICS}
         before, busy0, t0 = thread_cpu(pid), machine_busy_s(), time.monotonic()
         result = loadgen(server.url + "/", sets["load"], clients, duration)
         after, busy1, wall = thread_cpu(pid), machine_busy_s(), time.monotonic() - t0
+        batch = {m: _diff(metric_sum(server.url, m), batch0[m]) for m in BATCH_METRICS}
     finally:
         server.stop()
     used = {tid: after[tid] - before.get(tid, 0.0) for tid in after}
@@ -128,7 +140,19 @@ def measure(variant: dict, model_dir: str, sets: dict, clients: int, duration: f
         "client_cpu_s": result.get("client_cpu_s"),
         "machine_busy_share": round((busy1 - busy0) / (wall * cores), 3),
         "latency_ms": result.get("latency_ms"),
+        "forward_passes": int(batch["zesty_batch_size"]["count"]),
+        "mean_batch_size": _mean(batch["zesty_batch_size"]),
+        "mean_padded_tokens": _mean(batch["zesty_batch_tokens"]),
+        "mean_padding_ratio": _mean(batch["zesty_batch_padding_ratio"]),
     }
+
+
+def _diff(after: dict, before: dict) -> dict:
+    return {k: after[k] - before[k] for k in after}
+
+
+def _mean(histogram: dict) -> float:
+    return round(histogram["sum"] / max(histogram["count"], 1), 3)
 
 
 def main() -> int:

@@ -41,17 +41,21 @@ class Detokenizer:
     def _decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=self.skip)
 
-    def push(self, token_id: int) -> str:
-        self.ids.append(token_id)
+    def _new_text(self) -> tuple[str, str]:
+        """(the window decoded, the text its unread tokens add)."""
         prefix = self._decode(self.ids[self.prefix_offset : self.read_offset])
         full = self._decode(self.ids[self.prefix_offset :])
+        if full.startswith(prefix):
+            return full, full[len(prefix) :]
+        # the decoder re-read emitted text (byte fallback): the new tokens alone
+        return full, self._decode(self.ids[self.read_offset :])
+
+    def push(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        full, new = self._new_text()
         held = len(self.ids) - self.read_offset
         if full.endswith(_REPLACEMENT) and held < MAX_HELD:
             return ""  # an unfinished character: the next token may complete it
-        if full.startswith(prefix):
-            new = full[len(prefix) :]
-        else:  # the decoder re-read emitted text (byte fallback): the new tokens alone
-            new = self._decode(self.ids[self.read_offset :])
         if not new:
             return ""  # nothing visible yet (e.g. a skipped special token)
         self.prefix_offset = self.read_offset
@@ -61,12 +65,7 @@ class Detokenizer:
 
     def flush(self) -> str:
         """At the end: whatever is still held (an unfinished UTF-8 sequence stays as decoded)."""
-        prefix = self._decode(self.ids[self.prefix_offset : self.read_offset])
-        full = self._decode(self.ids[self.prefix_offset :])
-        if full.startswith(prefix):
-            new = full[len(prefix) :]
-        else:
-            new = self._decode(self.ids[self.read_offset :])
+        _, new = self._new_text()
         self.prefix_offset = self.read_offset = len(self.ids)
         self.text += new
         return new
