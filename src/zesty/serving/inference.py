@@ -1,4 +1,8 @@
-"""Running a task on a model: cache lookup, tokenize off the loop, batch, forward, postprocess."""
+"""Running a task on a model: cache lookup, tokenize off the loop, batch, forward, postprocess.
+
+Tokenization and postprocessing run on worker threads; a small request's calls share thread
+hops with other small requests' (zesty.serving.offload), a large one gets its own.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from zesty import context
 from zesty.serving.batcher import BatchStats
 from zesty.serving.cache import cache_key
 from zesty.serving.model import ServedModel
+from zesty.serving.offload import Offload
 from zesty.tasks.base import Task, TaskRequest
 
 
@@ -92,18 +97,52 @@ async def run_task(
         model.last_used = time.monotonic()
 
 
+#: requests up to this size share thread hops (zesty.serving.offload); larger ones get their
+#: own worker, so they never hold up everyone's small calls
+SMALL_INPUTS = 8
+SMALL_CHARS = 4096
+SMALL_TOKENS = 1024
+
+_offload = Offload()
+
+
+def _small_inputs(inputs: Any) -> bool:
+    if not isinstance(inputs, (list, tuple)) or len(inputs) > SMALL_INPUTS:
+        return False
+    chars = 0
+    for x in inputs:
+        if isinstance(x, str):
+            chars += len(x)
+        elif isinstance(x, (list, tuple)):  # a text pair, or token ids
+            chars += sum(len(p) if isinstance(p, str) else 1 for p in x)
+        elif isinstance(x, dict):  # e.g. question answering's {question, context}
+            chars += sum(len(v) if isinstance(v, str) else 1 for v in x.values())
+        else:
+            chars += 1
+    return chars <= SMALL_CHARS
+
+
+async def _off_loop(small: bool, fn, *args):
+    if small:
+        return await _offload.run(fn, *args)
+    return await asyncio.to_thread(fn, *args)
+
+
 async def _compute(model: ServedModel, task: Task, request: TaskRequest) -> tuple[Any, Timings]:
     timings = Timings()
     t0 = time.perf_counter()
-    prepared = await asyncio.to_thread(task.preprocess, model, request)
+    prepared = await _off_loop(_small_inputs(request.inputs), task.preprocess, model, request)
     t1 = time.perf_counter()
     stats = BatchStats()
     outputs = await model.batcher(task.head_for(model)).submit(prepared.sequences, stats)
     t2 = time.perf_counter()
-    result = await asyncio.to_thread(task.postprocess, model, request, prepared, outputs)
+    tokens = sum(int(s.ids.shape[0]) for s in prepared.sequences)
+    result = await _off_loop(
+        tokens <= SMALL_TOKENS, task.postprocess, model, request, prepared, outputs
+    )
     t3 = time.perf_counter()
     timings.tokenization_s, timings.postprocess_s = t1 - t0, t3 - t2
     timings.queue_s = min(stats.queue_s, t2 - t1)
     timings.inference_s = max(t2 - t1 - timings.queue_s, 0.0)
-    timings.tokens = sum(int(s.ids.shape[0]) for s in prepared.sequences)
+    timings.tokens = tokens
     return result, timings
