@@ -18,7 +18,6 @@ answer and the same headers (tests/unit/test_fast_path.py).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -29,9 +28,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from zesty.errors import ZestyError
 from zesty.http.deps import State, use_cache_allowed
 from zesty.http.errors import error_response, internal_error
+from zesty.http.hf import HFRequest, infer
 from zesty.http.strict import has_control_character
-
-log = logging.getLogger(__name__)
+from zesty.http.tei import EmbedRequest, embed_texts
 
 #: (state, text, headers) -> the route's response
 Handler = Callable[[State, str, dict[bytes, bytes]], Awaitable[Response]]
@@ -106,8 +105,6 @@ def _replay(first: Message, receive: Receive) -> Receive:
 
 
 async def hf_root(st: State, text: str, headers: dict[bytes, bytes]) -> Response:
-    from zesty.http.hf import HFRequest, infer
-
     wait = headers.get(b"x-wait-for-model")
     return await infer(
         st,
@@ -120,8 +117,6 @@ async def hf_root(st: State, text: str, headers: dict[bytes, bytes]) -> Response
 
 
 async def tei_embed(st: State, text: str, headers: dict[bytes, bytes]) -> Response:
-    from zesty.http.tei import EmbedRequest, embed_texts
-
     return await embed_texts(st, EmbedRequest(inputs=text), _use_cache(headers))
 
 
