@@ -140,3 +140,20 @@ def test_an_unexpected_failure_on_the_fast_path_is_a_500_without_detail(served, 
     # and the server goes on serving
     monkeypatch.undo()
     assert served.post("/embed", json={"inputs": TEXT}).status_code == 200
+
+
+def test_only_json_content_types_take_the_fast_path(served):
+    fast_path = _fast_path(served)
+    body = b'{"inputs": "' + TEXT.encode() + b'"}'
+    for content_type, taken in (
+        ("application/json", True),
+        ("application/json; charset=utf-8", True),
+        ("application/vnd.api+json", True),
+        ("text/plain", True),  # no JSON type: the body limit layer makes it JSON
+        ("text/json", False),  # FastAPI does not read this as JSON: the route answers
+    ):
+        before = fast_path.answered
+        r = served.post("/embed", content=body, headers={"content-type": content_type})
+        assert (fast_path.answered == before + 1) is taken, content_type
+        if not taken:
+            assert r.status_code == 422

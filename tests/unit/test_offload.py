@@ -111,8 +111,8 @@ def test_a_shut_down_executor_raises_and_does_not_wedge_the_queue():
     "inputs, small",
     [
         (["a short text"], True),
-        (["x" * 4096], True),
-        (["x" * 4097], False),  # long: its own worker
+        (["x" * 2048], True),
+        (["x" * 2049], False),  # long: its own worker
         (["t"] * 8, True),
         (["t"] * 9, False),  # many: its own worker
         ([("question?", "context " * 100)], True),
@@ -125,3 +125,26 @@ def test_which_requests_share_hops(inputs, small):
     from zesty.serving.inference import _small_inputs
 
     assert _small_inputs(inputs) is small
+
+
+def test_a_call_raising_stopiteration_does_not_strand_the_others():
+    gate = threading.Event()
+    offload = Offload(ThreadPoolExecutor(1))
+
+    def work(i: int) -> int:
+        if i == 0:
+            assert gate.wait(10)
+        if i == 1:
+            raise StopIteration
+        return i
+
+    async def scenario():
+        first = asyncio.ensure_future(offload.run(work, 0))
+        await asyncio.sleep(0.05)
+        rest = [asyncio.ensure_future(offload.run(work, i)) for i in (1, 2)]
+        await asyncio.sleep(0)
+        gate.set()
+        return await asyncio.wait_for(asyncio.gather(first, *rest, return_exceptions=True), 10)
+
+    out = asyncio.run(scenario())
+    assert out[0] == 0 and isinstance(out[1], RuntimeError) and out[2] == 2

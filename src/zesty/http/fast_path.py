@@ -13,7 +13,7 @@ Anything else - another field, a list of texts, a body that is not strict JSON (
 numbers, lone surrogates, control characters), query parameters - is replayed untouched to
 the routes, which validate it and answer in the documented shapes. The fast path accepts only
 bodies the routes would accept with every field at its default, so both ways give the same
-answer and the same headers (tests/unit/test_fast_path.py).
+answer and the same headers (tests/integration/test_fast_path.py).
 """
 
 from __future__ import annotations
@@ -68,7 +68,12 @@ class FastPathMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler = self.handlers.get(scope["path"]) if scope["type"] == "http" else None
-        if handler is None or scope["method"] != "POST" or scope.get("query_string"):
+        if (
+            handler is None
+            or scope["method"] != "POST"
+            or scope.get("query_string")
+            or not _json_content(scope["headers"])
+        ):
             await self.app(scope, receive, send)
             return
         message = await receive()  # BodyLimitMiddleware has buffered the whole body
@@ -81,7 +86,7 @@ class FastPathMiddleware:
         self.answered += 1
         scope["route"] = self.routes[scope["path"]]
         try:
-            response = await handler(self.state, text, dict(scope["headers"]))
+            response = await handler(self.state, text, _first_headers(scope["headers"]))
         except ZestyError as exc:
             response = error_response(scope["path"], exc)
         except Exception:  # noqa: BLE001 - answered like the routes' catch-all handler
@@ -89,6 +94,26 @@ class FastPathMiddleware:
                 "POST", scope["path"], scope.get("state", {}).get("request_id")
             )
         await response(scope, receive, send)
+
+
+def _json_content(headers: list) -> bool:
+    """A JSON content type, as FastAPI reads a body as JSON: `application/json` or
+    `application/<x>+json` (BodyLimitMiddleware has set one when a body came without)."""
+    for key, value in headers:
+        if key == b"content-type":
+            main = value.split(b";", 1)[0].strip().lower()
+            return main == b"application/json" or (
+                main.startswith(b"application/") and main.endswith(b"+json")
+            )
+    return False
+
+
+def _first_headers(headers: list) -> dict[bytes, bytes]:
+    """Headers by name, the first of repeated ones winning (as FastAPI's `Header()`)."""
+    out: dict[bytes, bytes] = {}
+    for key, value in headers:
+        out.setdefault(key, value)
+    return out
 
 
 def _replay(first: Message, receive: Receive) -> Receive:

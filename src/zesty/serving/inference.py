@@ -100,7 +100,7 @@ async def run_task(
 #: requests up to this size share thread hops (zesty.serving.offload); larger ones get their
 #: own worker, so they never hold up everyone's small calls
 SMALL_INPUTS = 8
-SMALL_CHARS = 4096
+SMALL_CHARS = 2048
 SMALL_TOKENS = 1024
 
 _offload = Offload()

@@ -80,6 +80,8 @@ def _deliver(done: list) -> None:
     for future, result, exc in done:
         if future.done():
             continue
+        if isinstance(exc, StopIteration):  # a future refuses it; it would strand the rest
+            exc = RuntimeError(f"StopIteration raised in an offloaded call: {exc!r}")
         if exc is not None:
             future.set_exception(exc)
         else:
