@@ -56,6 +56,13 @@ def served(tiny_models):
     ctx.__exit__(None, None, None)
 
 
+def _counter(client, prefix: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(prefix):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def _same_answer(fast, slow) -> None:
     assert fast.status_code == slow.status_code
     assert fast.json() == slow.json()
@@ -90,10 +97,11 @@ def test_the_fast_path_answers_as_the_route_does(served, path, slow_body):
 def test_the_fast_path_keeps_metrics_request_ids_and_errors(served):
     fast_path = _fast_path(served)
     before = fast_path.answered
+    line = 'zesty_request_count_total{method="POST",model="e",route="/embed",status="200"'
+    counted = _counter(served, line)
     r = served.post("/embed", json={"inputs": TEXT}, headers={"x-request-id": "abc-123"})
     assert r.status_code == 200 and r.headers["x-request-id"] == "abc-123"
-    text = served.get("/metrics").text
-    assert 'zesty_request_count_total{method="POST",model="e",route="/embed",status="200"' in text
+    assert _counter(served, line) == counted + 1  # labelled with the route, as routed ones
     # /embed chooses the first model that embeds; `/` the first served model (the embedder)
     assert served.post("/", json={"inputs": TEXT}).status_code == 200
     assert fast_path.answered == before + 2
@@ -157,3 +165,45 @@ def test_only_json_content_types_take_the_fast_path(served):
         assert (fast_path.answered == before + 1) is taken, content_type
         if not taken:
             assert r.status_code == 422
+
+
+def test_the_fast_path_reads_the_headers_as_the_routes_do(served, monkeypatch):
+    from zesty.serving.manager import ModelManager
+
+    fast_path = _fast_path(served)
+    seen = []
+    real_get = ModelManager.get
+
+    async def recording_get(self, model_id=None, *, wait=False):
+        seen.append(wait)
+        return await real_get(self, model_id, wait=wait)
+
+    monkeypatch.setattr(ModelManager, "get", recording_get)
+    before = fast_path.answered
+    served.post("/", json={"inputs": TEXT}, headers={"x-wait-for-model": "true"})
+    served.post("/", json={"inputs": TEXT})
+    assert seen == [True, False] and fast_path.answered == before + 2
+    served.post("/", json={"inputs": TEXT})  # cached now
+    # a repeated header: the first value counts, as with FastAPI's Header()
+    r = served.post(
+        "/", json={"inputs": TEXT}, headers=[("x-use-cache", "false"), ("x-use-cache", "true")]
+    )
+    assert r.status_code == 200 and r.headers["x-cache"] == "miss"
+
+
+def test_small_requests_share_thread_hops_and_large_ones_do_not(served):
+    from zesty.serving import inference
+
+    rounds = inference._offload.rounds
+    r = served.post("/embed", json={"inputs": TEXT}, headers={"x-use-cache": "false"})
+    assert r.status_code == 200
+    assert inference._offload.rounds > rounds  # tokenization and pooling went through it
+    rounds = inference._offload.rounds
+    many = [f"{TEXT} number {i}" for i in range(inference.SMALL_INPUTS + 1)]
+    r = served.post("/embed", json={"inputs": many}, headers={"x-use-cache": "false"})
+    assert r.status_code == 200 and len(r.json()) == len(many)
+    tokens = int(r.headers["x-compute-tokens"])
+    if tokens > inference.SMALL_TOKENS:
+        assert inference._offload.rounds == rounds
+    else:  # its pooling is small enough to share; its tokenization was not
+        assert inference._offload.rounds == rounds + 1

@@ -148,3 +148,23 @@ def test_a_call_raising_stopiteration_does_not_strand_the_others():
 
     out = asyncio.run(scenario())
     assert out[0] == 0 and isinstance(out[1], RuntimeError) and out[2] == 2
+
+
+def test_a_drain_its_executor_cancelled_does_not_wedge_later_calls():
+    from concurrent.futures import Executor, Future
+
+    class Cancelling(Executor):
+        def submit(self, fn, /, *args, **kwargs):
+            future = Future()
+            future.cancel()  # as `shutdown(cancel_futures=True)` does to a queued job
+            return future
+
+    offload = Offload(Cancelling())
+
+    async def scenario():
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(offload.run(int, "1"), 0.2)
+        offload._executor = ThreadPoolExecutor(1)
+        return await asyncio.wait_for(offload.run(int, "7"), 5)
+
+    assert asyncio.run(scenario()) == 7

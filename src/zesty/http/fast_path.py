@@ -10,7 +10,8 @@ keys, admission, body limit), so a request here is counted, authorized, admitted
 and size-limited exactly like any other.
 
 Anything else - another field, a list of texts, a body that is not strict JSON (non-finite
-numbers, lone surrogates, control characters), query parameters - is replayed untouched to
+numbers, lone surrogates, control characters), query parameters, a content type FastAPI
+would not read as JSON - is replayed untouched to
 the routes, which validate it and answer in the documented shapes. The fast path accepts only
 bodies the routes would accept with every field at its default, so both ways give the same
 answer and the same headers (tests/integration/test_fast_path.py).

@@ -43,13 +43,21 @@ class Offload:
             self._draining = True
         if start:
             try:
-                loop.run_in_executor(self._executor, self._drain)
+                job = loop.run_in_executor(self._executor, self._drain)
             except RuntimeError:  # the executor has shut down
                 with self._lock:
                     self._draining = False
                     self._pending = [c for c in self._pending if c[3] is not future]
                 raise
+            job.add_done_callback(self._drain_ended)
         return await future
+
+    def _drain_ended(self, job: asyncio.Future) -> None:
+        """A drain that never ran (its executor cancelled it) must not leave the flag set,
+        or every later call would queue behind a worker that does not exist."""
+        if job.cancelled() or job.exception() is not None:
+            with self._lock:
+                self._draining = False
 
     def _drain(self) -> None:
         """On a worker: run queued calls, round after round, until none is left."""
