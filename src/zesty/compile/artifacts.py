@@ -97,6 +97,12 @@ class Artifact:
         return self.path / "model.onnx"
 
     @property
+    def narrow_file(self) -> Path | None:
+        """The one-thread twin's graph when the compiler kept a packed-rows one (unpad.py)."""
+        name = (self.manifest.get("narrow") or {}).get("file")
+        return self.path / name if name and (self.path / name).is_file() else None
+
+    @property
     def key(self) -> str:
         return self.manifest["key"]
 

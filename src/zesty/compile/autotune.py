@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from zesty.compile import accuracy as acc
-from zesty.compile import recipes, smoothquant
+from zesty.compile import recipes, smoothquant, unpad
 from zesty.compile.export import export_onnx
-from zesty.compile.measure import Latency, measure_all
+from zesty.compile.measure import Latency, measure_all, paired_ratio, serving_batches
 from zesty.compile.recipes import Recipe
 from zesty.runtime.onnx_runner import OnnxRunner
 
@@ -30,6 +30,7 @@ _MAX_NODE_TRIALS = 64  # above this many weight MatMuls, sensitivity works on la
 _MAX_GREEDY_STEPS = 24
 SMOOTH_ALPHAS = (0.5, 0.6, 0.7, 0.8, 0.9)  # searched on the tune split, best error kept
 _CALIBRATION_SEQS = 64
+PACKED_MAX_RATIO = 0.97  # packed rows are kept only this much faster on padded batches (noise)
 
 
 @dataclass
@@ -180,9 +181,10 @@ class Autotuner:
         ref_latency = latencies[0]
         for cand, latency in zip(timed, latencies[1:]):
             cand.latency, cand.runner = latency, None
-        self.choose(candidates)
+        winner = self.choose(candidates)
         summary = {
             "reference": {"recipe": "torch-fp32 (reference)", "latency": ref_latency.as_dict()},
+            "narrow": self.pack_narrow(winner) if winner is not None else None,
             "seconds": round(time.perf_counter() - t0, 1),
         }
         return candidates, summary
@@ -285,6 +287,51 @@ class Autotuner:
         alpha = best[1] if best is not None else SMOOTH_ALPHAS[len(SMOOTH_ALPHAS) // 2]
         self.report.step(f"  {recipe.name}: migration strength alpha={alpha} (tune split)")
         return replace(recipe, smooth_alpha=alpha)
+
+    def pack_narrow(self, winner: Candidate) -> dict:
+        """The packed-rows graph (unpad.py) for the one-thread twin that serves batches under
+        load: built from the winner, held to the same accuracy budget (tune split) and kept
+        only if it runs padded batches as the batcher forms them at most PACKED_MAX_RATIO of
+        the winner's time. Returns what the manifest records under "narrow"; "path" is the
+        file to publish when kept."""
+        recipe = winner.recipe
+        if recipe.provider != "CPUExecutionProvider" or recipe.threads < 2:
+            return {"kept": False, "reason": "no one-thread twin (one core, or not a CPU)"}
+        try:
+            packed = unpad.unpad(winner.file, winner.file.with_suffix(".packed.onnx"))
+        except Exception as exc:  # noqa: BLE001 - not applicable to this graph
+            return {"kept": False, "reason": f"not applicable: {str(exc)[:200]}"}
+        self.report.step("packed rows for the one-core lanes: checking and timing")
+        try:
+            base, other = (
+                OnnxRunner(
+                    winner.file,
+                    self.head,
+                    threads=recipe.threads,
+                    graph_level=recipe.session_graph_level,
+                    narrow_twin=True,
+                    narrow_file=file,
+                )
+                for file in (None, packed)
+            )
+            tune = self.probe.score(
+                self.ref_tune, acc.run_all(other, self.probe.tune, self.pad, narrow=True)
+            )
+            ok, why = self.probe.passes(tune)
+            if not ok:
+                return {"kept": False, "reason": f"over the accuracy budget: {why}", "tune": tune}
+            ratio = paired_ratio(base, other, serving_batches(self.vocab), self.pad)
+        except Exception as exc:  # noqa: BLE001 - the winner serves as it is
+            log.debug("packed rows failed", exc_info=True)
+            return {"kept": False, "reason": f"failed: {type(exc).__name__}: {str(exc)[:200]}"}
+        kept = ratio <= PACKED_MAX_RATIO
+        self.report.step(
+            f"  packed rows: {ratio:.2f}x the time on padded batches, "
+            + ("kept" if kept else f"not kept (needs <= {PACKED_MAX_RATIO})")
+        )
+        result = {"kept": kept, "graph": "packed rows", "time_ratio": round(ratio, 3)}
+        result |= {"tune": tune, "path": str(packed)} if kept else {}
+        return result
 
     def sensitivity(self, candidates: list[Candidate]) -> Candidate | None:
         """Keep the weight matrices that hurt accuracy most in fp32 until the budget is met.

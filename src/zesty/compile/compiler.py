@@ -72,6 +72,10 @@ def compile_model(
                 )
             staging = artifacts.staging_dir(root)
             shutil.copy2(chosen.file, staging / "model.onnx")
+            narrow = summary.pop("narrow") or {"kept": False}
+            if narrow.get("kept"):
+                shutil.copy2(narrow.pop("path"), staging / "narrow.onnx")
+                narrow["file"] = "narrow.onnx"
             artifacts.copy_model_side_files(model.path, staging)
             manifest = base_manifest(model, key, options) | {
                 "head": head.name,
@@ -83,6 +87,7 @@ def compile_model(
                     "held_out": chosen.held_out,
                 },
                 "speed": {"chosen": chosen.latency.as_dict(), **summary},
+                "narrow": narrow,
                 "candidates": [c.row() for c in candidates],
             }
             return artifacts.publish(staging, dest, manifest), candidates

@@ -3,6 +3,9 @@
 batch 1 x 16 tokens (a short query), batch 1 x 128 tokens (a paragraph), and batch 32 x 16
 tokens reported per item (throughput under load). Medians over repeated runs after warm-up,
 bounded in time so a slow candidate cannot stall the search.
+
+`serving_batches` and `paired_ratio` compare two ways of running the one-thread twin on
+batches shaped as the batcher forms them under load (similar lengths, some padding).
 """
 
 from __future__ import annotations
@@ -75,3 +78,45 @@ def measure_all(
         for i, ts in enumerate(samples):
             medians[i][key] = float(np.median(ts))
     return [Latency(m["b1_s16"], m["b1_s128"], m["b32_s16"]) for m in medians]
+
+
+def serving_batches(vocab: int, seed: int = 0) -> list[list[Encoded]]:
+    """Batches as the batcher forms them under load: a few sequences of similar lengths,
+    each 75-100% of its batch's longest (~12% of the padded tokens are padding, as measured
+    in serving, docs/serving.md), and one batch of equal lengths."""
+    rng = np.random.default_rng(seed)
+    low = min(1000, max(5, vocab // 4))
+    batches = []
+    for size, longest in ((4, 16), (8, 16), (6, 32), (4, 48), (8, 40), (6, 24)):
+        lengths = [longest] + [
+            int(rng.integers(longest * 3 // 4, longest + 1)) for _ in range(size - 1)
+        ]
+        batches.append(
+            [
+                Encoded(rng.integers(low, vocab, n, dtype=np.int64), np.zeros(n, np.int64))
+                for n in lengths
+            ]
+        )
+    batches.append(synthetic(6, 24, vocab, seed))
+    return batches
+
+
+def paired_ratio(base, other, batches: list[list[Encoded]], pad_id: int, rounds: int = 8) -> float:
+    """Median over rounds of other's time / base's time on the one-thread twins (narrow), the
+    order alternating each round so drift on a shared machine hits both alike."""
+
+    def timed(runner) -> float:
+        t0 = time.perf_counter()
+        for seqs in batches:
+            run_padded(runner, seqs, pad_id, narrow=True)
+        return time.perf_counter() - t0
+
+    timed(base), timed(other)  # warm-up
+    ratios = []
+    for r in range(rounds):
+        if r % 2 == 0:
+            a, b = timed(base), timed(other)
+        else:
+            b, a = timed(other), timed(base)
+        ratios.append(b / a)
+    return float(np.median(ratios))

@@ -14,7 +14,7 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-GRID_VERSION = 5  # bump when the encoder candidate grid changes: cached artifacts are rebuilt
+GRID_VERSION = 6  # bump when the encoder candidate grid changes: cached artifacts are rebuilt
 
 # Architectures whose exported graphs ORT's BERT fusion patterns understand.
 _FUSION_MODEL_TYPES = {

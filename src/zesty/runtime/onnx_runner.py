@@ -11,7 +11,9 @@ compute pool (zesty.serving.compute), which beats splitting every batch across t
 anything else (the event loop, tokenization, a client) wants CPU too. Before the twin was
 single-threaded it was a non-spinning copy of the main session, chosen the same way: that was
 worth +8% at 32 clients; one-core lanes are worth more (docs/serving.md). The cost is a
-second copy of the weights in memory.
+second copy of the weights in memory. The twin may load a different file of the same
+function: the compiler's packed-rows graph (zesty.compile.unpad), which computes only the real
+tokens of a padded batch; it is kept only where it measured faster on padded batches.
 
 SkipLayerNormalization. A session at level "all" fuses each residual Add + LayerNormalization
 into one SkipLayerNormalization node. ORT's CPU kernel for it is slow: 417 us against 77 us
@@ -61,6 +63,7 @@ class OnnxRunner:
         graph_level: str = "all",
         provider: str = "CPUExecutionProvider",
         narrow_twin: bool = False,
+        narrow_file: Path | None = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -69,16 +72,14 @@ class OnnxRunner:
         cpu = provider == "CPUExecutionProvider"
         disabled = list(CPU_DISABLED) if cpu else []
 
-        def session(n: int):
+        def session(n: int, file: Path = model_file):
             opts = session_options(n, graph_level)
-            return ort.InferenceSession(
-                str(model_file), opts, [provider], disabled_optimizers=disabled
-            )
+            return ort.InferenceSession(str(file), opts, [provider], disabled_optimizers=disabled)
 
         self.session = session(threads)
         self._narrow = None  # the one-thread twin, for batches run side by side (docstring)
         if narrow_twin and threads > 1 and cpu:
-            self._narrow = session(1)
+            self._narrow = session(1, narrow_file or model_file)
         self.input_names = tuple(i.name for i in self.session.get_inputs())
         self._outputs = list(head.outputs)
 

@@ -81,6 +81,7 @@ class ServedModel:
             graph_level="basic" if recipe["graph"] == "basic" else "all",
             provider=recipe["provider"],
             narrow_twin=True,  # serving: one-core batches side by side under load
+            narrow_file=artifact.narrow_file,
         )
         with self._lock:
             self._runners[head.name] = runner
