@@ -63,3 +63,19 @@ def test_ratios_are_of_the_medians_and_the_report_shows_every_round():
     wres = {"headline_clients": 32, "targets": {"zesty": zesty, "baseline": base}, "goals": {}}
     assert summarize(wres, "encode")["vs_baseline_x"] == round(390.0 / 90.0, 3)
     assert _cell(zesty, 32, "throughput_rps") == "390.0 (380.0, 400.0, 390.0)"
+
+
+def test_a_point_that_ran_out_of_distinct_texts_is_reported():
+    """The load generator starts its texts over when a fast server sends them all: the
+    server's caches then see repeats the workload does not have. Any round doing so is named
+    in the report, even when it is not the median round."""
+    from zesty.bench.report import _wrapped
+
+    runs = [_rec({"32": 300.0}), _rec({"32": 330.0}), _rec({"32": 100.0})]
+    runs[1]["points"]["32"] |= {"wrapped": 250, "requests_sent": 3300}
+    merged = merge_rounds(runs, "throughput_rps")
+    assert merged["points"]["32"]["throughput_rps"] == 300.0  # the median round did not wrap
+    assert merged["points"]["32"]["wrapped"] == 250
+    wres = {"targets": {"zesty": merged}}
+    assert _wrapped(wres) == ["zesty points 32: 250 requests reused a text"]
+    assert _wrapped({"targets": {"zesty": merge_rounds(runs[:1], "throughput_rps")}}) == []

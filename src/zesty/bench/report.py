@@ -152,6 +152,12 @@ def _workload_md(name: str, wres: dict, charts: dict, prefix: str) -> list[str]:
                 out.append(f"| `{tname}` | {itl['p50']} / {itl['p90']} / {itl['p99']} |")
     if errors:
         out += ["", *errors]
+    if wrapped := _wrapped(wres):
+        out += [
+            "",
+            "**Ran out of distinct texts** (the load generator started over, so the server's "
+            "caches saw repeats that the workload does not have): " + "; ".join(wrapped) + ".",
+        ]
     out += ["", "| ratio | measured | goal |", "|---|---|---|"]
     shown = {g["goal"]: g for g in s["goals"]}
     for k in (
@@ -195,6 +201,26 @@ def _workload_md(name: str, wres: dict, charts: dict, prefix: str) -> list[str]:
         out.append("")
         out += [f"![{name} {k}]({prefix}{p.name})" for k, p in charts.items()]
     return out
+
+
+def _wrapped(wres: dict) -> list[str]:
+    """Points (of any round) whose requests outnumbered their texts."""
+    found = []
+
+    def walk(node, where: str) -> None:
+        if isinstance(node, dict):
+            if node.get("wrapped"):
+                found.append(f"{where}: {node['wrapped']} requests reused a text")
+                return
+            for k, v in node.items():
+                walk(v, f"{where} {k}".strip())
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{where} [{i}]")
+
+    for tname, rec in wres["targets"].items():
+        walk({k: v for k, v in rec.items() if k in ("points", "repeats_30pct", "rounds")}, tname)
+    return found
 
 
 def _cell(rec: dict, clients: int, key: str) -> str:
