@@ -110,6 +110,42 @@ def test_ops_it_does_not_know_run_padded(tiny_models, tmp_path):
     np.testing.assert_allclose(got, want, atol=PACKED_TOL, rtol=PACKED_TOL)
 
 
+def test_an_output_read_inside_the_graph_and_a_fully_padded_row(embedder, tmp_path):
+    """Graph outputs that are also read inside (the embeddings; an inner LayerNorm) keep
+    their values, and a row with no real token (only in batches from elsewhere: zesty's
+    sequences always hold special tokens) comes back as zeros."""
+    import onnx
+
+    from zesty.compile.unpad import unpad
+
+    model = onnx.load(str(embedder["fp32"]))
+    embed = next(n for n in model.graph.node if n.op_type == "EmbedLayerNormalization")
+    norm = next(n for n in model.graph.node if n.op_type == "LayerNormalization")
+    for name in (embed.output[0], norm.output[0]):
+        model.graph.output.append(
+            onnx.helper.make_tensor_value_info(name, 1, ["batch", "length", "hidden"])
+        )
+    onnx.save(model, str(tmp_path / "outputs.onnx"))
+    out = unpad(tmp_path / "outputs.onnx", tmp_path / "packed.onnx")
+    feed = _feed(embedder["model"], TEXTS)
+    feed["attention_mask"][0] = 0  # one row with no real token
+    real = feed["attention_mask"].astype(bool)
+    want, got = _run(tmp_path / "outputs.onnx", feed), _run(out, feed)
+    assert len(got) == 3
+    for w, g in zip(want, got):
+        np.testing.assert_allclose(g[real], w[real], atol=PACKED_TOL, rtol=PACKED_TOL)
+    assert not got[0][0].any()
+
+
+def test_serving_batches_carry_the_padding_measured_in_serving():
+    from zesty.compile.measure import serving_batches
+
+    batches = serving_batches(30522)
+    real = sum(len(s.ids) for b in batches for s in b)
+    padded = sum(len(b) * max(len(s.ids) for s in b) for b in batches)
+    assert 0.10 <= 1 - real / padded <= 0.15
+
+
 def test_graphs_it_cannot_pack_are_refused(embedder, tmp_path):
     import onnx
 
@@ -148,12 +184,15 @@ def test_the_compiler_keeps_packed_rows_only_when_faster(tiny_models, monkeypatc
     narrow = artifact.manifest["narrow"]
     assert narrow["kept"] and narrow["time_ratio"] == 0.5 and narrow["file"] == "narrow.onnx"
     assert narrow["tune"]["min_cosine"] >= 0.98 and "path" not in narrow
+    assert narrow["held_out"]["min_cosine"] >= 0.98
     assert artifact.narrow_file == artifact.path / "narrow.onnx"
 
     served = load(model.path)
     served.install_artifact(artifact, threads=2)
     runner = served.runner(served.default_head)
     assert runner.narrow_capable
+    assert runner._narrow._model_path == str(artifact.narrow_file)  # the twin loads it
+    assert runner.session._model_path == str(artifact.model_file)
     seqs = build_probe(model, served.default_head.name).tune[:8]
     pad = model.tokenizer.pad_id
     for a, b in zip(run_padded(runner, seqs, pad), run_padded(runner, seqs, pad, narrow=True)):

@@ -290,9 +290,10 @@ class Autotuner:
 
     def pack_narrow(self, winner: Candidate) -> dict:
         """The packed-rows graph (unpad.py) for the one-thread twin that serves batches under
-        load: built from the winner, held to the same accuracy budget (tune split) and kept
-        only if it runs padded batches as the batcher forms them at most PACKED_MAX_RATIO of
-        the winner's time. Returns what the manifest records under "narrow"; "path" is the
+        load: built from the winner, held to the same accuracy budget (chosen on the tune
+        split, the held-out split reported, as for every candidate) and kept only if it runs
+        padded batches as the batcher forms them in at most PACKED_MAX_RATIO of the winner's
+        time. Returns what the manifest records under "narrow"; "path" is the
         file to publish when kept."""
         recipe = winner.recipe
         if recipe.provider != "CPUExecutionProvider" or recipe.threads < 2:
@@ -303,19 +304,14 @@ class Autotuner:
             return {"kept": False, "reason": f"not applicable: {str(exc)[:200]}"}
         self.report.step("packed rows for the one-core lanes: checking and timing")
         try:
+            # one-thread sessions of each graph: what the twin runs (no all-cores copies)
             base, other = (
-                OnnxRunner(
-                    winner.file,
-                    self.head,
-                    threads=recipe.threads,
-                    graph_level=recipe.session_graph_level,
-                    narrow_twin=True,
-                    narrow_file=file,
-                )
-                for file in (None, packed)
+                OnnxRunner(file, self.head, threads=1, graph_level=recipe.session_graph_level)
+                for file in (winner.file, packed)
             )
-            tune = self.probe.score(
-                self.ref_tune, acc.run_all(other, self.probe.tune, self.pad, narrow=True)
+            tune, held = (
+                self.probe.score(ref, out)
+                for ref, out in zip((self.ref_tune, self.ref_held), self._outputs(other))
             )
             ok, why = self.probe.passes(tune)
             if not ok:
@@ -330,7 +326,7 @@ class Autotuner:
             + ("kept" if kept else f"not kept (needs <= {PACKED_MAX_RATIO})")
         )
         result = {"kept": kept, "graph": "packed rows", "time_ratio": round(ratio, 3)}
-        result |= {"tune": tune, "path": str(packed)} if kept else {}
+        result |= {"tune": tune, "held_out": held, "path": str(packed)} if kept else {}
         return result
 
     def sensitivity(self, candidates: list[Candidate]) -> Candidate | None:

@@ -81,15 +81,15 @@ def measure_all(
 
 
 def serving_batches(vocab: int, seed: int = 0) -> list[list[Encoded]]:
-    """Batches as the batcher forms them under load: a few sequences of similar lengths,
-    each 75-100% of its batch's longest (~12% of the padded tokens are padding, as measured
-    in serving, docs/serving.md), and one batch of equal lengths."""
+    """Batches as the batcher forms them under load: a few sequences of similar lengths, each
+    60-100% of its batch's longest, and one batch of equal lengths: 12% of the padded tokens
+    are padding, as measured in serving at 32 clients (docs/serving.md)."""
     rng = np.random.default_rng(seed)
     low = min(1000, max(5, vocab // 4))
     batches = []
     for size, longest in ((4, 16), (8, 16), (6, 32), (4, 48), (8, 40), (6, 24)):
         lengths = [longest] + [
-            int(rng.integers(longest * 3 // 4, longest + 1)) for _ in range(size - 1)
+            int(rng.integers(longest * 3 // 5, longest + 1)) for _ in range(size - 1)
         ]
         batches.append(
             [
@@ -102,8 +102,9 @@ def serving_batches(vocab: int, seed: int = 0) -> list[list[Encoded]]:
 
 
 def paired_ratio(base, other, batches: list[list[Encoded]], pad_id: int, rounds: int = 8) -> float:
-    """Median over rounds of other's time / base's time on the one-thread twins (narrow), the
-    order alternating each round so drift on a shared machine hits both alike."""
+    """Median over rounds of other's time / base's time (`narrow` sessions where the runners
+    have them), the order alternating each round so drift on a shared machine hits both
+    alike."""
 
     def timed(runner) -> float:
         t0 = time.perf_counter()

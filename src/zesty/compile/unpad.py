@@ -16,15 +16,19 @@ mixes rows; every other op of a fused BERT-family encoder works row by row. So t
 Exactness: every real row sees the same arithmetic. Dynamic int8 takes one scale per tensor;
 SmoothQuant's graphs already zero the pad rows before each quantization (smoothquant.py), so
 the packed tensors' ranges equal the padded ones' and the rewrite drops those masking Muls.
-On all-MiniLM-L6-v2's int8 graph the packed graph's real rows match bit for bit, and a
-one-thread session runs batches with ~12% padding ~7% faster, unpadded ones ~1% slower
-(`benchmarks/packed_rows.py`). The compiler measures it per model before using it
-(autotune.py, `Autotuner.pack_narrow`).
+(Plain dynamic int8 graphs, which do not zero pad rows, get ranges from the real rows only:
+a different function, which is why the compiler scores it.) On all-MiniLM-L6-v2's int8
+graph the packed graph's real rows match bit for bit; one-thread time packed / padded was
+1.00 / 0.96 / 0.91 / 0.83 on batches with 0 / 6 / 12 / 22% padding
+(`benchmarks/packed_rows.py`, `benchmarks/results/packed_rows.json`). The compiler measures
+it per model before using it (autotune.py, `Autotuner.pack_narrow`).
 
 Anything this module does not recognise as row-wise gets its inputs scattered back to the
-padded layout first, so an unknown op is slower, never wrong; graphs without an
+padded layout first (pad positions then hold a neighbouring real row), so an unknown op
+costs speed and leaves the real tokens' results unchanged; graphs without an
 EmbedLayerNormalization, an attention_mask input or a recognised attention node are refused
-with ValueError.
+with ValueError. A batch must hold at least one real token (zesty's always do: every
+sequence has its special tokens).
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ _ROW_WISE = {
     "MatMulInteger",
 }
 _MATMULS = {"MatMul", "MatMulInteger"}
+# ops whose output has the rank of their inputs (so all-small inputs give a small output)
+_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Cast", "Identity"}
 _ATTENTION = {"Attention", "QAttention"}
 _UNSUPPORTED_ATTRS = {"unidirectional", "do_rotary", "past_present_share_buffer"}
 _P = "zesty_rows"  # prefix of every tensor and node this rewrite adds
@@ -75,6 +81,7 @@ class _Rewrite:
         self.padded: dict[str, str] = {}  # packed tensor -> its [B, S, C] version
         self.small = {n for n, i in self.inits.items() if len(i.dims) <= 1}
         self.nodes: list = []
+        self.produced: set[str] = set()  # tensors the new graph still computes padded
         self.count = 0
 
     def name(self, what: str) -> str:
@@ -108,7 +115,9 @@ class _Rewrite:
             "Reshape", [self.node("NonZero", [flat]), self.const(np.array([-1], np.int64))]
         )
         running = self.node("CumSum", [flat, self.const(np.array(0, np.int64))])
-        self.inv = self.node("Sub", [running, self.const(np.array(1, np.int64))])
+        before = self.node("Sub", [running, self.const(np.array(1, np.int64))])
+        # (left padding: pads before a row's first token read row 0)
+        self.inv = self.node("Max", [before, self.const(np.array(0, np.int64))])
         self.bs = self.node("Shape", [MASK_INPUT])
         self.bs_any = self.node("Concat", [self.bs, self.const(np.array([-1], np.int64))], axis=0)
         self.mask_i32 = self.node("Cast", [MASK_INPUT], to=onnx.TensorProto.INT32)
@@ -177,7 +186,8 @@ class _Rewrite:
             return False
         if node.op_type in _MATMULS:
             w = self.inits.get(node.input[1])
-            return node.input[0] in self.rows and w is not None and len(w.dims) == 2
+            zero_points = all(i in self.small or i == "" for i in node.input[2:])
+            return node.input[0] in self.rows and w is not None and len(w.dims) == 2 and zero_points
         return all(i in self.rows or i in self.small or i == "" for i in node.input)
 
     def run(self) -> None:
@@ -195,10 +205,15 @@ class _Rewrite:
         for node in graph.node:
             if node is embeds[0]:
                 self.nodes.append(node)
+                self.produced.update(node.output)
                 self.rows[node.output[0]] = self.pack(node.output[0])
             elif node.op_type in _ATTENTION and node.input[0] in self.rows:
                 self.attention(node)
-            elif node.name.endswith("/zesty_padzero") and _MASK3 in node.input:
+            elif (
+                node.name.endswith("/zesty_padzero")
+                and _MASK3 in node.input
+                and node.input[0] in self.rows
+            ):
                 # pad rows are gone: the mask multiply is the identity on the packed rows
                 self.rows[node.output[0]] = self.rows[node.input[0]]
             elif self.row_wise(node):
@@ -213,18 +228,23 @@ class _Rewrite:
                     self.small.update(node.output[1:])
                 self.nodes.append(node)
             else:
-                if all(i in self.small or i == "" for i in node.input):
+                if node.op_type in _ELEMENTWISE and all(
+                    i in self.small or i == "" for i in node.input
+                ):
                     self.small.update(node.output)  # e.g. the product of two scales
+                self.produced.update(node.output)
                 for i, name in enumerate(node.input):
                     if name in self.rows:
                         node.input[i] = self.to_padded(name)
                 self.nodes.append(node)
         for out in graph.output:
-            if out.name in self.rows:
+            # an output still produced in the padded layout (the embeddings) stays as it is
+            if out.name in self.rows and out.name not in self.produced:
                 self.node("Mul", [self.unpack(self.rows[out.name]), self.mask3], [out.name])
         self._prune()
         del graph.node[:]
         graph.node.extend(self.nodes)
+        del graph.value_info[:]  # packed tensors kept their names but lost a dimension
 
     def _prune(self) -> None:
         """Drop nodes whose outputs nothing reads (the attention mask index, smoothquant's
