@@ -22,7 +22,6 @@ import random
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,7 @@ sys.path.insert(0, str(HERE.parent / "src"))
 
 from compute_lanes import _artifact  # noqa: E402
 from serve_embed import machine, versions  # noqa: E402
-from twin_variants import _session  # noqa: E402
+from twin_variants import _session, alternated_rounds  # noqa: E402
 
 SPREADS = {"none": 1.0, "85-100%": 0.85, "70-100%": 0.70, "50-100%": 0.50}
 
@@ -87,16 +86,7 @@ def main() -> int:
     spreads = {}
     for label, shortest in SPREADS.items():
         batches = _batches(shortest, args.batches, 0, names)
-        for s in sessions.values():
-            for b in batches[:5]:
-                s.run(None, b)
-        times: dict[str, list[float]] = {k: [] for k in sessions}
-        for r in range(args.rounds):
-            for name in list(sessions) if r % 2 == 0 else list(sessions)[::-1]:
-                start = time.perf_counter()
-                for b in batches:
-                    sessions[name].run(None, b)
-                times[name].append(time.perf_counter() - start)
+        times = alternated_rounds(sessions, batches, args.rounds)
         ratios = [p / q for p, q in zip(times["packed"], times["padded"])]
         spreads[label] = {
             "padding_ratio": round(_padding(batches), 3),

@@ -83,6 +83,22 @@ def _profile(model_file: Path, names: list[str], shape: tuple[int, int], runs: i
     return {"batch_shape": list(shape), "by_op_type": share(by_op), "by_node_kind": share(by_node)}
 
 
+def alternated_rounds(sessions: dict, batches: list[dict], rounds: int) -> dict[str, list[float]]:
+    """Seconds per pass over `batches`, for each session, in `rounds` rounds whose order
+    alternates (after a warm-up on the first five batches), so drift hits all alike."""
+    for session in sessions.values():
+        for b in batches[:5]:
+            session.run(None, b)
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    for r in range(rounds):
+        for name in list(sessions) if r % 2 == 0 else list(sessions)[::-1]:
+            start = time.perf_counter()
+            for b in batches:
+                sessions[name].run(None, b)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
 def _pooled(states: np.ndarray) -> np.ndarray:
     v = states.mean(axis=1)
     return v / np.linalg.norm(v, axis=1, keepdims=True)
@@ -128,16 +144,7 @@ def main() -> int:
         )
         for b in batches
     )
-    for session in sessions.values():
-        for b in batches[:5]:
-            session.run(None, b)
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    for r in range(args.rounds):
-        for name in list(sessions) if r % 2 == 0 else list(sessions)[::-1]:
-            start = time.perf_counter()
-            for b in batches:
-                sessions[name].run(None, b)
-            times[name].append(time.perf_counter() - start)
+    times = alternated_rounds(sessions, batches, args.rounds)
     variants = {}
     for name, values in times.items():
         ratios = [v / s for v, s in zip(values, times["served"])]
