@@ -80,8 +80,12 @@ def test_packed_rows_equal_the_padded_graph_on_real_tokens(embedder, graph, tmp_
     out = unpad(src, tmp_path / "packed.onnx")
     ops = [n.op_type for n in onnx.load(str(out)).graph.node]
     assert "MultiHeadAttention" in ops and not {"Attention", "QAttention"} & set(ops)
+    from zesty.compile.smoothquant import PADZERO
+
+    padzero = [n.name for n in onnx.load(str(src)).graph.node if n.name.endswith(PADZERO)]
+    assert bool(padzero) == (graph == "int8")  # the SmoothQuant graph zeroes pad rows...
     names = [n.name for n in onnx.load(str(out)).graph.node]
-    assert not any(n.endswith("/zesty_padzero") for n in names)  # pad rows are gone instead
+    assert not any(n.endswith(PADZERO) for n in names)  # ...the packed one has none left
     feed = _feed(embedder["model"], TEXTS)
     real = feed["attention_mask"].astype(bool)
     assert (~real).sum() > 10  # the batch really has padding

@@ -77,5 +77,5 @@ def test_a_point_that_ran_out_of_distinct_texts_is_reported():
     assert merged["points"]["32"]["throughput_rps"] == 300.0  # the median round did not wrap
     assert merged["points"]["32"]["wrapped"] == 250
     wres = {"targets": {"zesty": merged}}
-    assert _wrapped(wres) == ["zesty points 32: 250 requests reused a text"]
+    assert _wrapped(wres) == ["zesty @32: 250 requests reused a text"]
     assert _wrapped({"targets": {"zesty": merge_rounds(runs[:1], "throughput_rps")}}) == []

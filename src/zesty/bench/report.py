@@ -204,22 +204,17 @@ def _workload_md(name: str, wres: dict, charts: dict, prefix: str) -> list[str]:
 
 
 def _wrapped(wres: dict) -> list[str]:
-    """Points (of any round) whose requests outnumbered their texts."""
+    """Points whose requests outnumbered their texts (merge_rounds keeps any round's count)."""
     found = []
-
-    def walk(node, where: str) -> None:
-        if isinstance(node, dict):
-            if node.get("wrapped"):
-                found.append(f"{where}: {node['wrapped']} requests reused a text")
-                return
-            for k, v in node.items():
-                walk(v, f"{where} {k}".strip())
-        elif isinstance(node, list):
-            for i, v in enumerate(node):
-                walk(v, f"{where} [{i}]")
-
     for tname, rec in wres["targets"].items():
-        walk({k: v for k, v in rec.items() if k in ("points", "repeats_30pct", "rounds")}, tname)
+        places = {f"@{c}": p for c, p in (rec.get("points") or {}).items()}
+        if rec.get("repeats_30pct"):
+            places["30% repeats"] = rec["repeats_30pct"]
+        found += [
+            f"{tname} {where}: {p['wrapped']} requests reused a text"
+            for where, p in places.items()
+            if p.get("wrapped")
+        ]
     return found
 
 

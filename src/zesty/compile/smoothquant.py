@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 MASK_INPUT = "attention_mask"
-_MASK3 = "zesty_smooth_mask3"
+MASK3 = "zesty_smooth_mask3"  # the [batch, length, 1] float mask the pad-zeroing Muls read
+PADZERO = "/zesty_padzero"  # name suffix of those Muls (compile/unpad.py drops them)
 
 
 # ops computing input[0] @ input[1] (+ more): MatMul, and ORT's fused Attention (packed QKV)
@@ -117,7 +118,7 @@ def smooth(src: Path, out: Path, stats: dict[str, dict], alpha: float) -> Path:
         new_nodes.append(helper.make_node("Mul", [x, inv], [scaled], name=f"{x}/zesty_smooth"))
         if mask:
             new_nodes.append(
-                helper.make_node("Mul", [scaled, _MASK3], [smoothed], name=f"{x}/zesty_padzero")
+                helper.make_node("Mul", [scaled, MASK3], [smoothed], name=f"{x}{PADZERO}")
             )
             masked = True
         for node in nodes:
@@ -129,7 +130,7 @@ def smooth(src: Path, out: Path, stats: dict[str, dict], alpha: float) -> Path:
             helper.make_node(
                 "Cast", [MASK_INPUT], ["zesty_smooth_maskf"], to=onnx.TensorProto.FLOAT
             ),
-            helper.make_node("Unsqueeze", ["zesty_smooth_maskf", axes], [_MASK3]),
+            helper.make_node("Unsqueeze", ["zesty_smooth_maskf", axes], [MASK3]),
         ]
     _insert_after_producers(model, new_nodes)
     onnx.save(model, str(out))

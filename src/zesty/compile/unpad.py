@@ -37,9 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from zesty.compile.smoothquant import MASK_INPUT
+from zesty.compile.smoothquant import MASK3, MASK_INPUT, PADZERO
 
-_MASK3 = "zesty_smooth_mask3"  # smoothquant's [B, S, 1] float mask
 # ops that act on each row of their [rows, channels] input alone, given per-channel (rank <= 1)
 # or per-tensor other inputs
 _ROW_WISE = {
@@ -115,11 +114,12 @@ class _Rewrite:
             "Reshape", [self.node("NonZero", [flat]), self.const(np.array([-1], np.int64))]
         )
         running = self.node("CumSum", [flat, self.const(np.array(0, np.int64))])
-        before = self.node("Sub", [running, self.const(np.array(1, np.int64))])
-        # (left padding: pads before a row's first token read row 0)
-        self.inv = self.node("Max", [before, self.const(np.array(0, np.int64))])
-        self.bs = self.node("Shape", [MASK_INPUT])
-        self.bs_any = self.node("Concat", [self.bs, self.const(np.array([-1], np.int64))], axis=0)
+        # (pads before a row's first token read index -1: the last row, valid for Gather)
+        self.inv = self.node("Sub", [running, self.const(np.array(1, np.int64))])
+        batch_length = self.node("Shape", [MASK_INPUT])
+        self.bs_any = self.node(
+            "Concat", [batch_length, self.const(np.array([-1], np.int64))], axis=0
+        )
         self.mask_i32 = self.node("Cast", [MASK_INPUT], to=onnx.TensorProto.INT32)
         maskf = self.node("Cast", [MASK_INPUT], to=onnx.TensorProto.FLOAT)
         self.mask3 = self.node("Unsqueeze", [maskf, self.const(np.array([2], np.int64))])
@@ -209,11 +209,7 @@ class _Rewrite:
                 self.rows[node.output[0]] = self.pack(node.output[0])
             elif node.op_type in _ATTENTION and node.input[0] in self.rows:
                 self.attention(node)
-            elif (
-                node.name.endswith("/zesty_padzero")
-                and _MASK3 in node.input
-                and node.input[0] in self.rows
-            ):
+            elif node.name.endswith(PADZERO) and MASK3 in node.input and node.input[0] in self.rows:
                 # pad rows are gone: the mask multiply is the identity on the packed rows
                 self.rows[node.output[0]] = self.rows[node.input[0]]
             elif self.row_wise(node):
